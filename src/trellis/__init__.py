@@ -1,0 +1,2 @@
+"""trellis: Kubernetes pod networking with policy-based security."""
+__version__ = "0.1.0"

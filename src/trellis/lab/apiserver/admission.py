@@ -1,0 +1,291 @@
+"""Defaulting and validation of the built-in kinds, as the Kubernetes API does them.
+
+Each validator returns a list of ``(field path, reason, message)``; a non-empty
+list becomes a 422 whose causes name the field at fault.
+"""
+from __future__ import annotations
+
+import copy
+import ipaddress
+import re
+from typing import Any, Callable
+
+from trellis.kube import selectors
+
+Causes = list[tuple[str, str, str]]
+
+DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+PROTOCOLS = ("TCP", "UDP", "SCTP")
+LABEL_NAME_KINDS = {"Namespace", "Service"}
+
+
+def invalid(field: str, value: Any, msg: str) -> tuple[str, str, str]:
+    return (field, "FieldValueInvalid", f"Invalid value: {value!r}: {msg}")
+
+
+def required(field: str) -> tuple[str, str, str]:
+    return (field, "FieldValueRequired", "Required value")
+
+
+def unsupported(field: str, value: Any, allowed: tuple[str, ...]) -> tuple[str, str, str]:
+    quoted = ", ".join(f'"{a}"' for a in allowed)
+    return (field, "FieldValueNotSupported", f"Unsupported value: {value!r}: supported values: {quoted}")
+
+
+def validate_name(kind: str, name: str) -> Causes:
+    if not name:
+        return [required("metadata.name")]
+    rx, limit = (DNS_LABEL, 63) if kind in LABEL_NAME_KINDS else (DNS_SUBDOMAIN, 253)
+    if not rx.match(name) or len(name) > limit:
+        what = "RFC 1123 label" if rx is DNS_LABEL else "RFC 1123 subdomain"
+        return [invalid("metadata.name", name, f"a lowercase {what} must consist of lower case "
+                        "alphanumeric characters or '-', and must start and end with an alphanumeric "
+                        "character")]
+    return []
+
+
+def _valid_labels(path: str, labels: Any) -> Causes:
+    out = []
+    if labels is None:
+        return out
+    if not isinstance(labels, dict):
+        return [invalid(path, labels, "must be a map of strings")]
+    for k, v in labels.items():
+        if not isinstance(v, str):
+            out.append(invalid(f"{path}.{k}", v, "label values must be strings"))
+        elif len(v) > 63 or (v and not re.match(r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$", v)):
+            out.append(invalid(f"{path}.{k}", v, "a valid label must be an empty string or consist "
+                               "of alphanumeric characters, '-', '_' or '.'"))
+    return out
+
+
+# ---- Pod ------------------------------------------------------------------
+
+def default_pod_spec(spec: dict) -> None:
+    spec.setdefault("restartPolicy", "Always")
+    spec.setdefault("dnsPolicy", "ClusterFirst")
+    spec.setdefault("schedulerName", "default-scheduler")
+    spec.setdefault("terminationGracePeriodSeconds", 30)
+    spec.setdefault("securityContext", {})
+    spec.setdefault("enableServiceLinks", True)
+    for c in spec.get("containers") or []:
+        if not isinstance(c, dict):
+            continue
+        c.setdefault("imagePullPolicy", "Always" if str(c.get("image", "")).endswith(":latest")
+                     or ":" not in str(c.get("image", "")) else "IfNotPresent")
+        c.setdefault("terminationMessagePath", "/dev/termination-log")
+        c.setdefault("terminationMessagePolicy", "File")
+        c.setdefault("resources", {})
+        for p in c.get("ports") or []:
+            if isinstance(p, dict):
+                p.setdefault("protocol", "TCP")
+
+
+def validate_pod_spec(spec: Any, path: str = "spec") -> Causes:
+    if not isinstance(spec, dict):
+        return [required(path)]
+    out: Causes = []
+    containers = spec.get("containers")
+    if not containers:
+        out.append(required(f"{path}.containers"))
+    names = set()
+    for i, c in enumerate(containers or []):
+        cp = f"{path}.containers[{i}]"
+        if not isinstance(c, dict):
+            out.append(invalid(cp, c, "must be an object"))
+            continue
+        name = c.get("name")
+        if not name:
+            out.append(required(f"{cp}.name"))
+        elif not DNS_LABEL.match(name):
+            out.append(invalid(f"{cp}.name", name, "must be a lowercase RFC 1123 label"))
+        elif name in names:
+            out.append((f"{cp}.name", "FieldValueDuplicate", f"Duplicate value: {name!r}"))
+        names.add(name)
+        if not c.get("image"):
+            out.append(required(f"{cp}.image"))
+        for j, p in enumerate(c.get("ports") or []):
+            pp = f"{cp}.ports[{j}]"
+            port = p.get("containerPort")
+            if not isinstance(port, int) or not 1 <= port <= 65535:
+                out.append(invalid(f"{pp}.containerPort", port, "must be between 1 and 65535, inclusive"))
+            if p.get("protocol", "TCP") not in PROTOCOLS:
+                out.append(unsupported(f"{pp}.protocol", p.get("protocol"), PROTOCOLS))
+    rp = spec.get("restartPolicy", "Always")
+    if rp not in ("Always", "OnFailure", "Never"):
+        out.append(unsupported(f"{path}.restartPolicy", rp, ("Always", "OnFailure", "Never")))
+    return out
+
+
+def pod_spec_mutable_view(spec: dict) -> dict:
+    """The parts of a pod spec that may not change after creation (images may)."""
+    view = copy.deepcopy(spec)
+    for c in view.get("containers") or []:
+        c.pop("image", None)
+    for k in ("activeDeadlineSeconds", "tolerations", "terminationGracePeriodSeconds", "nodeName"):
+        view.pop(k, None)
+    return view
+
+
+def admit_pod(obj: dict, old: dict | None) -> Causes:
+    spec = obj.setdefault("spec", {})
+    default_pod_spec(spec)
+    obj.setdefault("status", {}).setdefault("phase", "Pending")
+    if old is None:
+        obj["status"].setdefault("qosClass", "BestEffort")
+    out = validate_pod_spec(spec)
+    if old is not None and not out:
+        if pod_spec_mutable_view(spec) != pod_spec_mutable_view(old.get("spec", {})):
+            out.append(("spec", "FieldValueForbidden", "Forbidden: pod updates may not change fields "
+                        "other than `spec.containers[*].image`, `spec.activeDeadlineSeconds`, "
+                        "`spec.tolerations` or `spec.terminationGracePeriodSeconds`"))
+        if old["spec"].get("nodeName") and spec.get("nodeName") != old["spec"].get("nodeName"):
+            out.append(invalid("spec.nodeName", spec.get("nodeName"), "field is immutable once set"))
+    return out
+
+
+# ---- Deployment -----------------------------------------------------------
+
+def admit_deployment(obj: dict, old: dict | None, legacy: bool = False) -> Causes:
+    spec = obj.setdefault("spec", {})
+    tmpl = spec.setdefault("template", {})
+    tmpl_labels = tmpl.setdefault("metadata", {}).get("labels") or {}
+    if legacy and not spec.get("selector"):
+        spec["selector"] = {"matchLabels": dict(tmpl_labels)}
+    spec.setdefault("replicas", 1)
+    spec.setdefault("revisionHistoryLimit", 10)
+    spec.setdefault("progressDeadlineSeconds", 600)
+    strategy = spec.setdefault("strategy", {"type": "RollingUpdate"})
+    if strategy.get("type", "RollingUpdate") == "RollingUpdate":
+        strategy.setdefault("type", "RollingUpdate")
+        strategy.setdefault("rollingUpdate", {"maxUnavailable": "25%", "maxSurge": "25%"})
+    default_pod_spec(tmpl.setdefault("spec", {}))
+    out: Causes = []
+    replicas = spec.get("replicas")
+    if not isinstance(replicas, int) or replicas < 0:
+        out.append(invalid("spec.replicas", replicas, "must be greater than or equal to 0"))
+    sel = spec.get("selector")
+    if not sel:
+        out.append(required("spec.selector"))
+    else:
+        try:
+            compiled = selectors.from_label_selector(sel)
+            if not compiled:
+                out.append(invalid("spec.selector", sel, "empty selector is invalid for deployment"))
+            elif not selectors.matches(compiled, tmpl_labels):
+                out.append(invalid("spec.template.metadata.labels", tmpl_labels,
+                                   "`selector` does not match template `labels`"))
+        except selectors.SelectorError as e:
+            out.append(invalid("spec.selector", sel, str(e)))
+    out += _valid_labels("spec.template.metadata.labels", tmpl_labels)
+    out += validate_pod_spec(tmpl.get("spec"), "spec.template.spec")
+    if old is not None and sel and old["spec"].get("selector") != sel:
+        out.append(invalid("spec.selector", sel, "field is immutable"))
+    return out
+
+
+# ---- NetworkPolicy ----------------------------------------------------------
+
+def _validate_peers(path: str, peers: Any) -> Causes:
+    out: Causes = []
+    for i, peer in enumerate(peers or []):
+        pp = f"{path}[{i}]"
+        ipb = peer.get("ipBlock")
+        if ipb is not None:
+            if peer.get("podSelector") is not None or peer.get("namespaceSelector") is not None:
+                out.append(("%s" % pp, "FieldValueForbidden",
+                            "Forbidden: may not specify both ipBlock and another peer"))
+            try:
+                net = ipaddress.ip_network(ipb.get("cidr", ""), strict=False)
+            except ValueError:
+                out.append(invalid(f"{pp}.ipBlock.cidr", ipb.get("cidr"), "must be a valid CIDR"))
+                continue
+            for j, ex in enumerate(ipb.get("except") or []):
+                try:
+                    exn = ipaddress.ip_network(ex, strict=False)
+                    if exn.version != net.version or not exn.subnet_of(net):
+                        out.append(invalid(f"{pp}.ipBlock.except[{j}]", ex, "must be a strict subset of `cidr`"))
+                except ValueError:
+                    out.append(invalid(f"{pp}.ipBlock.except[{j}]", ex, "must be a valid CIDR"))
+        for key in ("podSelector", "namespaceSelector"):
+            if peer.get(key) is not None:
+                try:
+                    selectors.from_label_selector(peer[key])
+                except selectors.SelectorError as e:
+                    out.append(invalid(f"{pp}.{key}", peer[key], str(e)))
+    return out
+
+
+def _validate_np_ports(path: str, ports: Any) -> Causes:
+    out: Causes = []
+    for i, p in enumerate(ports or []):
+        pp = f"{path}[{i}]"
+        proto = p.get("protocol", "TCP")
+        if proto not in PROTOCOLS:
+            out.append(unsupported(f"{pp}.protocol", proto, PROTOCOLS))
+        port, end = p.get("port"), p.get("endPort")
+        if isinstance(port, int) and not 1 <= port <= 65535:
+            out.append(invalid(f"{pp}.port", port, "must be between 1 and 65535, inclusive"))
+        if end is not None:
+            if not isinstance(port, int):
+                out.append(invalid(f"{pp}.endPort", end, "may not be specified when `port` is non-numeric"))
+            elif not isinstance(end, int) or end < port or end > 65535:
+                out.append(invalid(f"{pp}.endPort", end, "must be greater than or equal to `port`"))
+    return out
+
+
+def admit_networkpolicy(obj: dict, old: dict | None) -> Causes:
+    spec = obj.setdefault("spec", {})
+    out: Causes = []
+    if "podSelector" not in spec:
+        out.append(required("spec.podSelector"))
+    if not spec.get("policyTypes"):
+        spec["policyTypes"] = ["Ingress"] + (["Egress"] if spec.get("egress") else [])
+    for i, t in enumerate(spec["policyTypes"]):
+        if t not in ("Ingress", "Egress"):
+            out.append(unsupported(f"spec.policyTypes[{i}]", t, ("Ingress", "Egress")))
+    for i, rule in enumerate(spec.get("ingress") or []):
+        for p in rule.get("ports") or []:
+            p.setdefault("protocol", "TCP")
+        out += _validate_np_ports(f"spec.ingress[{i}].ports", rule.get("ports"))
+        out += _validate_peers(f"spec.ingress[{i}].from", rule.get("from"))
+    for i, rule in enumerate(spec.get("egress") or []):
+        for p in rule.get("ports") or []:
+            p.setdefault("protocol", "TCP")
+        out += _validate_np_ports(f"spec.egress[{i}].ports", rule.get("ports"))
+        out += _validate_peers(f"spec.egress[{i}].to", rule.get("to"))
+    return out
+
+
+def admit_namespace(obj: dict, old: dict | None) -> Causes:
+    obj.setdefault("spec", {}).setdefault("finalizers", ["kubernetes"])
+    obj.setdefault("status", {}).setdefault("phase", "Active")
+    labels = obj["metadata"].setdefault("labels", {})
+    labels["kubernetes.io/metadata.name"] = obj["metadata"]["name"]
+    return []
+
+
+def admit_node(obj: dict, old: dict | None) -> Causes:
+    obj.setdefault("spec", {})
+    return []
+
+
+ADMITTERS: dict[str, Callable[[dict, dict | None], Causes]] = {
+    "/pods": admit_pod,
+    "apps/deployments": admit_deployment,
+    "networking.k8s.io/networkpolicies": admit_networkpolicy,
+    "/namespaces": admit_namespace,
+    "/nodes": admit_node,
+}
+
+
+def admit(bucket: str, obj: dict, old: dict | None, legacy: bool = False) -> Causes:
+    md = obj["metadata"]
+    kind = obj.get("kind", "")
+    causes = validate_name(kind, md.get("name", ""))
+    causes += _valid_labels("metadata.labels", md.get("labels"))
+    if bucket == "apps/deployments":
+        return causes + admit_deployment(obj, old, legacy)
+    fn = ADMITTERS.get(bucket)
+    return causes + (fn(obj, old) if fn else [])

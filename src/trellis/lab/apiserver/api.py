@@ -1,0 +1,361 @@
+"""The API verbs over the store, independent of HTTP.
+
+Semantics follow the Kubernetes API server: optimistic concurrency on
+resourceVersion, generation bumps on spec changes, status subresources, pod
+graceful deletion (the kubelet finishes it), namespace termination that empties
+the namespace first, finalizers, and ownerReference garbage collection.
+"""
+from __future__ import annotations
+
+import asyncio
+import copy
+import datetime as dt
+import random
+import uuid
+from typing import Any
+
+from trellis.kube import selectors
+from trellis.lab.apiserver import admission, errors, patch as patching
+from trellis.lab.apiserver.resources import Registry, Resource, resource_from_crd
+from trellis.lab.apiserver.services import Allocators
+from trellis.lab.apiserver.store import Store
+
+NAME_CHARS = "bcdfghjklmnpqrstvwxz2456789"
+CRD_BUCKET = "apiextensions.k8s.io/customresourcedefinitions"
+
+
+def now() -> str:
+    return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def random_suffix(n: int = 5) -> str:
+    return "".join(random.choice(NAME_CHARS) for _ in range(n))
+
+
+def _comparable(obj: dict) -> dict:
+    o = copy.deepcopy(obj)
+    o["metadata"].pop("resourceVersion", None)
+    o["metadata"].pop("managedFields", None)
+    return o
+
+
+class Api:
+    def __init__(self, store: Store, service_cidr: str = "10.96.0.0/16") -> None:
+        self.store = store
+        self.registry = Registry()
+        self.alloc = Allocators(service_cidr)
+        self.alloc.load(store.list("/services"))
+        self.owners: dict[str, set[tuple[str, str, str]]] = {}
+        for bucket, objs in list(store.buckets.items()):
+            for o in objs.values():
+                self._index(bucket, o)
+        for crd in store.list(CRD_BUCKET):
+            for r in resource_from_crd(crd):
+                self.registry.add(r)
+        for ns in ("default", "kube-system", "kube-public", "kube-node-lease"):
+            if store.get("/namespaces", "", ns) is None:
+                self.create(self.registry.lookup("", "v1", "namespaces"), "",
+                            {"metadata": {"name": ns}})
+        for ns in list(store.list("/namespaces")):
+            if ns["metadata"].get("deletionTimestamp"):
+                self._start_namespace_termination(ns["metadata"]["name"])
+
+    # -- helpers --
+    def _index(self, bucket: str, obj: dict, remove: bool = False) -> None:
+        md = obj["metadata"]
+        ref = (bucket, md.get("namespace", ""), md["name"])
+        for o in md.get("ownerReferences") or []:
+            s = self.owners.setdefault(o.get("uid", ""), set())
+            if remove:
+                s.discard(ref)
+            else:
+                s.add(ref)
+
+    def _put(self, res: Resource, obj: dict, event: str, old: dict | None) -> dict:
+        obj["metadata"]["resourceVersion"] = str(self.store.next_rv())
+        if old is not None:
+            self._index(res.key, old, remove=True)
+        self._index(res.key, obj)
+        return self.store.put(res.key, obj, event, old)
+
+    def _ns_of(self, res: Resource, ns: str) -> str:
+        return ns if res.namespaced else ""
+
+    def get(self, res: Resource, ns: str, name: str) -> dict:
+        obj = self.store.get(res.key, self._ns_of(res, ns), name)
+        if obj is None:
+            raise errors.not_found(res.plural, name, res.group)
+        return obj
+
+    def list(self, res: Resource, ns: str | None, label_sel: str | None = None,
+             field_sel: str | None = None) -> list[dict]:
+        try:
+            ls = selectors.parse_label_selector(label_sel)
+            fs = selectors.parse_field_selector(field_sel)
+        except selectors.SelectorError as e:
+            raise errors.bad_request(str(e)) from None
+        out = [o for o in self.store.list(res.key, ns if res.namespaced else None)
+               if selectors.matches(ls, o["metadata"].get("labels")) and selectors.fields_match(fs, o)]
+        out.sort(key=lambda o: (o["metadata"].get("namespace", ""), o["metadata"]["name"]))
+        return out
+
+    # -- create --
+    def create(self, res: Resource, ns: str, body: Any) -> dict:
+        if not isinstance(body, dict):
+            raise errors.bad_request("the request body must be a JSON or YAML object")
+        obj = copy.deepcopy(body)
+        md = obj.setdefault("metadata", {})
+        if not isinstance(md, dict):
+            raise errors.bad_request("metadata: must be an object")
+        obj["apiVersion"], obj["kind"] = res.storage_api_version, res.kind
+        if res.namespaced:
+            if md.get("namespace") and md["namespace"] != ns:
+                raise errors.bad_request("the namespace of the provided object does not match the "
+                                         "namespace sent on the request")
+            md["namespace"] = ns
+            nso = self.store.get("/namespaces", "", ns)
+            if nso is None:
+                raise errors.not_found("namespaces", ns)
+            if nso["metadata"].get("deletionTimestamp"):
+                raise errors.ApiError(403, "Forbidden", f'{res.plural} "{md.get("name") or md.get("generateName")}" '
+                                      f"is forbidden: unable to create new content in namespace {ns} "
+                                      "because it is being terminated")
+        else:
+            md.pop("namespace", None)
+        if not md.get("name") and md.get("generateName"):
+            md["name"] = md["generateName"] + random_suffix()
+        for k in ("resourceVersion", "deletionTimestamp", "deletionGracePeriodSeconds", "managedFields"):
+            md.pop(k, None)
+        if md.get("name") and self.store.get(res.key, md.get("namespace", ""), md["name"]):
+            raise errors.already_exists(res.plural, md["name"], res.group)
+        md["uid"] = str(uuid.uuid4())
+        md["creationTimestamp"] = now()
+        if "spec" in obj or res.custom:
+            md["generation"] = 1
+        if "status" in res.subresources and res.key not in ("/pods", "/services"):
+            obj.pop("status", None)
+        self._admit(res, obj, None)
+        if res.key == CRD_BUCKET:
+            self._register_crd(obj)
+        return self._put(res, obj, "ADDED", None)
+
+    def _admit(self, res: Resource, obj: dict, old: dict | None) -> None:
+        causes = admission.admit(res.key, obj, old, legacy=res.group == "extensions")
+        if res.key == "/services" and not causes:
+            causes = self.alloc.admit(obj, old)
+        if res.key == CRD_BUCKET and not causes:
+            causes = _validate_crd(obj)
+        if causes:
+            raise errors.Invalid(res.kind, obj["metadata"].get("name", ""), causes, res.group)
+
+    def _register_crd(self, crd: dict) -> None:
+        spec = crd.get("spec", {})
+        self.registry.remove_group_plural(spec["group"], spec["names"]["plural"])
+        for r in resource_from_crd(crd):
+            self.registry.add(r)
+        crd["status"] = {"conditions": [
+            {"type": "NamesAccepted", "status": "True", "reason": "NoConflicts", "lastTransitionTime": now()},
+            {"type": "Established", "status": "True", "reason": "InitialNamesAccepted",
+             "lastTransitionTime": now()}], "acceptedNames": spec["names"],
+            "storedVersions": [v["name"] for v in spec.get("versions", []) if v.get("storage")]}
+
+    # -- update --
+    def update(self, res: Resource, ns: str, name: str, body: Any, sub: str | None = None) -> dict:
+        if not isinstance(body, dict) or not isinstance(body.get("metadata", {}), dict):
+            raise errors.bad_request("the request body must be an object with metadata")
+        old = self.get(res, ns, name)
+        bmd = body.get("metadata", {})
+        if bmd.get("name") and bmd["name"] != name:
+            raise errors.bad_request(f"the name of the object ({bmd['name']}) does not match the name on "
+                                     f"the URL ({name})")
+        if bmd.get("resourceVersion") and bmd["resourceVersion"] != old["metadata"]["resourceVersion"]:
+            raise errors.conflict(res.plural, name, res.group)
+        if sub == "status":
+            obj = copy.deepcopy(old)
+            obj["status"] = copy.deepcopy(body.get("status", {}))
+        else:
+            obj = copy.deepcopy(body)
+            obj["apiVersion"], obj["kind"] = res.storage_api_version, res.kind
+            md = obj.setdefault("metadata", {})
+            for k in ("uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds",
+                      "generation"):
+                if k in old["metadata"]:
+                    md[k] = old["metadata"][k]
+                else:
+                    md.pop(k, None)
+            md["name"] = name
+            if res.namespaced:
+                md["namespace"] = old["metadata"]["namespace"]
+            if "status" in res.subresources:
+                if "status" in old:
+                    obj["status"] = copy.deepcopy(old["status"])
+                else:
+                    obj.pop("status", None)
+            if obj.get("spec") != old.get("spec") and "generation" in md:
+                md["generation"] = md["generation"] + 1
+            self._admit(res, obj, old)
+            if res.key == CRD_BUCKET:
+                self._register_crd(obj)
+        if _comparable(obj) == _comparable(old):
+            return old  # a no-op update does not bump the resourceVersion
+        md = obj["metadata"]
+        if md.get("deletionTimestamp") and not md.get("finalizers") and res.key not in ("/pods", "/namespaces"):
+            self._put(res, obj, "MODIFIED", old)
+            return self._remove(res, obj)
+        return self._put(res, obj, "MODIFIED", old)
+
+    def patch(self, res: Resource, ns: str, name: str, body: Any, content_type: str,
+              sub: str | None = None) -> dict:
+        old = self.get(res, ns, name)
+        try:
+            if "json-patch" in content_type:
+                patched = patching.json_patch(old, body)
+            elif "strategic-merge-patch" in content_type:
+                if res.custom:
+                    raise errors.ApiError(415, "UnsupportedMediaType", "strategic merge patch is not "
+                                          "supported for custom resources; use a merge patch")
+                patched = patching.strategic_merge_patch(old, body)
+            elif "merge-patch" in content_type:
+                patched = patching.json_merge_patch(old, body)
+            else:
+                raise errors.ApiError(415, "UnsupportedMediaType", f"the body of the request was in an "
+                                      f"unknown format - accepted media types include: application/json-patch"
+                                      f"+json, application/merge-patch+json, application/strategic-merge-"
+                                      f"patch+json (got {content_type!r})")
+        except patching.PatchError as e:
+            raise errors.ApiError(422, "Invalid", f"the patch could not be applied: {e}") from None
+        if not isinstance(patched, dict) or not isinstance(patched.get("metadata"), dict):
+            raise errors.ApiError(422, "Invalid", "the patched object is not a valid object")
+        patched["metadata"].setdefault("resourceVersion", old["metadata"]["resourceVersion"])
+        return self.update(res, ns, name, patched, sub)
+
+    # -- delete --
+    def delete(self, res: Resource, ns: str, name: str, opts: dict | None = None) -> dict:
+        opts = opts or {}
+        obj = self.get(res, ns, name)
+        md = obj["metadata"]
+        pre = opts.get("preconditions") or {}
+        if pre.get("uid") and pre["uid"] != md["uid"]:
+            raise errors.conflict(res.plural, name, res.group)
+        if pre.get("resourceVersion") and pre["resourceVersion"] != md["resourceVersion"]:
+            raise errors.conflict(res.plural, name, res.group)
+        grace = opts.get("gracePeriodSeconds")
+        if res.key == "/pods" and obj.get("spec", {}).get("nodeName"):
+            if grace is None:
+                grace = obj["spec"].get("terminationGracePeriodSeconds", 30)
+            if grace > 0:
+                if md.get("deletionTimestamp"):
+                    return obj
+                new = copy.deepcopy(obj)
+                new["metadata"]["deletionTimestamp"] = now()
+                new["metadata"]["deletionGracePeriodSeconds"] = grace
+                return self._put(res, new, "MODIFIED", obj)
+        if res.key == "/namespaces":
+            if md.get("deletionTimestamp"):
+                return obj
+            new = copy.deepcopy(obj)
+            new["metadata"]["deletionTimestamp"] = now()
+            new["status"]["phase"] = "Terminating"
+            out = self._put(res, new, "MODIFIED", obj)
+            self._start_namespace_termination(name)
+            return out
+        if md.get("finalizers"):
+            if md.get("deletionTimestamp"):
+                return obj
+            new = copy.deepcopy(obj)
+            new["metadata"]["deletionTimestamp"] = now()
+            new["metadata"]["deletionGracePeriodSeconds"] = 0
+            return self._put(res, new, "MODIFIED", obj)
+        policy = opts.get("propagationPolicy") or ("Orphan" if opts.get("orphanDependents") else "Background")
+        return self._remove(res, obj, policy)
+
+    def _remove(self, res: Resource, obj: dict, policy: str = "Background") -> dict:
+        self._index(res.key, obj, remove=True)
+        gone = self.store.remove(res.key, obj)
+        if res.key == "/services":
+            self.alloc.release(obj)
+        if res.key == CRD_BUCKET:
+            self._unregister_crd(obj)
+        self._collect_dependents(obj["metadata"]["uid"], policy)
+        return gone
+
+    def _unregister_crd(self, crd: dict) -> None:
+        spec = crd["spec"]
+        for r in resource_from_crd(crd):
+            for o in list(self.store.list(r.key)):
+                self._remove(r, o)
+            break
+        self.registry.remove_group_plural(spec["group"], spec["names"]["plural"])
+
+    def _resource_for_bucket(self, bucket: str) -> Resource | None:
+        for r in self.registry.all():
+            if r.key == bucket and r.storage_group is None:
+                return r
+        return None
+
+    def _collect_dependents(self, uid: str, policy: str) -> None:
+        for bucket, ns, name in list(self.owners.pop(uid, ())):
+            res = self._resource_for_bucket(bucket)
+            dep = self.store.get(bucket, ns, name)
+            if res is None or dep is None:
+                continue
+            if policy == "Orphan":
+                new = copy.deepcopy(dep)
+                new["metadata"]["ownerReferences"] = [o for o in new["metadata"]["ownerReferences"]
+                                                      if o.get("uid") != uid]
+                self._put(res, new, "MODIFIED", dep)
+            else:
+                try:
+                    self.delete(res, ns, name, {"propagationPolicy": "Background"})
+                except errors.ApiError:
+                    pass
+
+    # -- namespace termination --
+    def _start_namespace_termination(self, name: str) -> None:
+        try:
+            asyncio.get_running_loop().create_task(self._terminate_namespace(name))
+        except RuntimeError:
+            pass  # no loop yet (startup); the server starts pending terminations itself
+
+    async def _terminate_namespace(self, name: str) -> None:
+        """Delete everything in the namespace, then the namespace once its pods are gone."""
+        for _ in range(3600):
+            remaining = 0
+            for r in list(self.registry.all()):
+                if not r.namespaced or r.storage_group is not None:
+                    continue
+                for o in list(self.store.list(r.key, name)):
+                    remaining += 1
+                    if not o["metadata"].get("deletionTimestamp"):
+                        try:
+                            self.delete(r, name, o["metadata"]["name"])
+                        except errors.ApiError:
+                            pass
+            if remaining == 0:
+                ns = self.store.get("/namespaces", "", name)
+                if ns is not None:
+                    self._remove(self.registry.lookup("", "v1", "namespaces"), ns)
+                return
+            await asyncio.sleep(0.2)
+
+
+def _validate_crd(crd: dict) -> list:
+    spec = crd.get("spec") or {}
+    out = []
+    names = spec.get("names") or {}
+    for f in ("group",):
+        if not spec.get(f):
+            out.append(admission.required(f"spec.{f}"))
+    for f in ("plural", "kind"):
+        if not names.get(f):
+            out.append(admission.required(f"spec.names.{f}"))
+    if not spec.get("versions"):
+        out.append(admission.required("spec.versions"))
+    if names.get("plural") and spec.get("group"):
+        expected = f"{names['plural']}.{spec['group']}"
+        if crd["metadata"].get("name") != expected:
+            out.append(admission.invalid("metadata.name", crd["metadata"].get("name"),
+                                         f"must be spec.names.plural+\".\"+spec.group ({expected})"))
+    names.setdefault("singular", (names.get("kind") or "").lower())
+    names.setdefault("listKind", (names.get("kind") or "") + "List")
+    return out

@@ -1,0 +1,415 @@
+"""The lab API server: Kubernetes REST over HTTP (aiohttp), backed by ``Api``.
+
+Run as ``python -m trellis.lab.apiserver.server``. It listens on 127.0.0.1 in
+the namespace it starts in (for the user's kubectl) and, with ``--netns-listen
+NS=IP:PORT``, on a socket created inside the lab's master namespace (for the
+nodes). A socket belongs to the namespace it was created in, so one process
+serves both without any address in the root namespace.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import json
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+
+import yaml
+from aiohttp import web
+
+from trellis.kernel.netns import in_netns
+from trellis.kube import selectors
+from trellis.lab.apiserver import errors, tables
+from trellis.lab.apiserver.api import Api
+from trellis.lab.apiserver.resources import Resource
+from trellis.lab.apiserver.store import Store, Watcher, dumps
+
+log = logging.getLogger("trellis.apiserver")
+BOOKMARK_INTERVAL = 5.0
+VERSION = {"major": "1", "minor": "32", "gitVersion": "v1.32.0-trellis", "gitCommit": "trellis",
+           "gitTreeState": "clean", "buildDate": "2026-01-01T00:00:00Z", "goVersion": "python",
+           "compiler": "cpython", "platform": "linux/amd64"}
+
+
+def jresp(obj, status: int = 200) -> web.Response:
+    return web.Response(body=dumps(obj), status=status, content_type="application/json")
+
+
+def err(e: errors.ApiError) -> web.Response:
+    return jresp(e.status(), e.code)
+
+
+class Server:
+    def __init__(self, api: Api, state_dir: str) -> None:
+        self.api = api
+        self.state_dir = state_dir
+
+    # -- routing --
+    def parse(self, path: str):
+        seg = [s for s in path.split("/") if s]
+        if len(seg) >= 2 and seg[0] == "api":
+            group, version, rest = "", seg[1], seg[2:]
+        elif len(seg) >= 3 and seg[0] == "apis":
+            group, version, rest = seg[1], seg[2], seg[3:]
+        else:
+            return None
+        watch = False
+        if rest and rest[0] == "watch":
+            watch, rest = True, rest[1:]
+        ns = None
+        if len(rest) >= 3 and rest[0] == "namespaces" and self.api.registry.lookup(group, version, rest[2]):
+            ns, rest = rest[1], rest[2:]
+        if not rest:
+            return group, version, None, None, None, None, watch
+        res = self.api.registry.lookup(group, version, rest[0])
+        name = rest[1] if len(rest) > 1 else None
+        sub = rest[2] if len(rest) > 2 else None
+        if sub == "finalize":
+            sub = "status"
+        return group, version, res, ns, name, sub, watch
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        path = request.path
+        try:
+            if path in ("/healthz", "/livez", "/readyz"):
+                return web.Response(text="ok")
+            if path == "/version":
+                return jresp(VERSION)
+            if path == "/openapi/v3":
+                return jresp(self.api.registry.openapi_index())
+            if path.startswith("/openapi/v3/"):
+                seg = path[len("/openapi/v3/"):].split("/")
+                doc = (self.api.registry.openapi_gv("", seg[1]) if seg[0] == "api" and len(seg) == 2 else
+                       self.api.registry.openapi_gv(seg[1], seg[2]) if seg[0] == "apis" and len(seg) == 3 else None)
+                if doc is None:
+                    raise errors.ApiError(404, "NotFound", f"no OpenAPI document at {path}")
+                return jresp(doc)
+            if path == "/api":
+                return jresp(self.api.registry.api_versions())
+            if path == "/apis":
+                return jresp(self.api.registry.api_group_list())
+            parsed = self.parse(path)
+            if parsed is None:
+                raise errors.ApiError(404, "NotFound", f"the server could not find the requested resource ({path})")
+            group, version, res, ns, name, sub, watch = parsed
+            if res is None and ns is None and name is None and sub is None:
+                doc = self.api.registry.resource_list(group, version)
+                if doc is None:
+                    raise errors.ApiError(404, "NotFound", f"the server could not find the requested resource ({path})")
+                return jresp(doc)
+            if res is None:
+                raise errors.ApiError(404, "NotFound", f"the server could not find the requested resource ({path})")
+            if res.namespaced and ns is None and name is not None and request.method != "GET":
+                raise errors.ApiError(404, "NotFound", "the server could not find the requested resource")
+            return await self.dispatch(request, res, ns, name, sub, watch)
+        except errors.ApiError as e:
+            return err(e)
+        except (json.JSONDecodeError, yaml.YAMLError) as e:
+            return err(errors.bad_request(f"the request body is not valid JSON or YAML: {e}"))
+        except (ConnectionResetError, asyncio.CancelledError):
+            raise
+        except Exception as e:  # noqa: BLE001 - an API server answers 500, it does not die
+            log.exception("internal error on %s %s", request.method, path)
+            return err(errors.ApiError(500, "InternalError", f"internal error: {e}"))
+
+    async def body(self, request: web.Request):
+        raw = await request.read()
+        if not raw:
+            return {}
+        if "yaml" in (request.content_type or ""):
+            return yaml.safe_load(raw)
+        return json.loads(raw)
+
+    async def dispatch(self, request, res: Resource, ns, name, sub, watch):
+        api, q, m = self.api, request.query, request.method
+        if q.get("dryRun"):
+            raise errors.bad_request("dryRun is not supported by the lab API server")
+        nsq = ns if res.namespaced else ""
+        if name is None:
+            if m == "GET" and (watch or q.get("watch") in ("1", "true")):
+                return await self.watch(request, res, ns)
+            if m == "GET":
+                return self.list(request, res, ns)
+            if m == "POST":
+                if res.namespaced and ns is None:
+                    raise errors.ApiError(405, "MethodNotAllowed", "create needs a namespace in the path")
+                return jresp(api.create(res, nsq, await self.body(request)), 201)
+            if m == "DELETE":
+                opts = await self.body(request) if request.can_read_body else {}
+                items = api.list(res, ns, q.get("labelSelector"), q.get("fieldSelector"))
+                for o in items:
+                    api.delete(res, o["metadata"].get("namespace", ""), o["metadata"]["name"], opts)
+                return jresp(self.list_doc(res, items))
+        else:
+            if watch:
+                return await self.watch(request, res, ns, name)
+            if sub == "log" and res.key == "/pods":
+                return await self.pod_log(request, api.get(res, nsq, name))
+            if sub == "scale":
+                return await self.scale(request, res, nsq, name)
+            if sub not in (None, "status"):
+                raise errors.ApiError(404, "NotFound", f"subresource {sub!r} not found")
+            if m == "GET":
+                return jresp(self.serve(res, api.get(res, nsq, name)))
+            if m == "PUT":
+                return jresp(self.serve(res, api.update(res, nsq, name, await self.body(request), sub)))
+            if m == "PATCH":
+                return jresp(self.serve(res, api.patch(res, nsq, name, await self.body(request),
+                                                       request.content_type or "", sub)))
+            if m == "DELETE":
+                opts = await self.body(request) if request.can_read_body else {}
+                if not isinstance(opts, dict):
+                    raise errors.bad_request("DeleteOptions must be an object")
+                if "gracePeriodSeconds" in q:
+                    opts["gracePeriodSeconds"] = int(q["gracePeriodSeconds"])
+                if "propagationPolicy" in q:
+                    opts["propagationPolicy"] = q["propagationPolicy"]
+                return jresp(self.serve(res, api.delete(res, nsq, name, opts)))
+        raise errors.ApiError(405, "MethodNotAllowed", f"{m} is not allowed here")
+
+    def serve(self, res: Resource, obj: dict) -> dict:
+        if res.custom and obj.get("apiVersion") != res.api_version:
+            return dict(obj, apiVersion=res.api_version)
+        return obj
+
+    def list_doc(self, res: Resource, items: list[dict], cont: str = "") -> dict:
+        md = {"resourceVersion": str(self.api.store.rv)}
+        if cont:
+            md["continue"] = cont
+        return {"kind": f"{res.kind}List", "apiVersion": res.storage_api_version if not res.custom
+                else res.api_version, "metadata": md, "items": [self.serve(res, o) for o in items]}
+
+    def list(self, request, res: Resource, ns):
+        q = request.query
+        items = self.api.list(res, ns, q.get("labelSelector"), q.get("fieldSelector"))
+        cont = ""
+        if q.get("continue"):
+            try:
+                start = json.loads(base64.urlsafe_b64decode(q["continue"]))["start"]
+            except (ValueError, KeyError):
+                raise errors.bad_request("invalid continue token") from None
+            items = [o for o in items if [o["metadata"].get("namespace", ""), o["metadata"]["name"]] > start]
+        limit = int(q.get("limit") or 0)
+        if limit and len(items) > limit:
+            items = items[:limit]
+            last = items[-1]["metadata"]
+            cont = base64.urlsafe_b64encode(json.dumps(
+                {"start": [last.get("namespace", ""), last["name"]]}).encode()).decode()
+        if "as=Table" in request.headers.get("Accept", ""):
+            md = {"resourceVersion": str(self.api.store.rv), **({"continue": cont} if cont else {})}
+            return jresp(tables.table(res.key, items, md, q.get("includeObject", "Metadata")))
+        return web.Response(body=dumps(self.list_doc(res, items, cont)), content_type="application/json")
+
+    # -- watch --
+    async def watch(self, request, res: Resource, ns, name=None):
+        q = request.query
+        try:
+            ls = selectors.parse_label_selector(q.get("labelSelector"))
+            fs = selectors.parse_field_selector(q.get("fieldSelector"))
+        except selectors.SelectorError as e:
+            raise errors.bad_request(str(e)) from None
+        if name:
+            fs = fs + (("metadata.name", "=", name),)
+
+        def accept(o):
+            if o is None:
+                return False
+            if res.namespaced and ns is not None and o["metadata"].get("namespace") != ns:
+                return False
+            return selectors.matches(ls, o["metadata"].get("labels")) and selectors.fields_match(fs, o)
+
+        store = self.api.store
+        w = Watcher(res.key, accept)
+        store.subscribe(w)  # subscribe and snapshot with no await in between: nothing is missed
+        try:
+            rv = q.get("resourceVersion", "")
+            initial: list[tuple[str, dict, dict | None]] = []
+            expired = False
+            if rv in ("", "0"):
+                initial = [("ADDED", o, None) for o in self.api.list(res, ns) if accept(o)]
+            else:
+                try:
+                    evs = store.events_since(res.key, int(rv))
+                except ValueError:
+                    raise errors.bad_request(f"invalid resourceVersion {rv!r}") from None
+                if evs is None:
+                    expired = True
+                else:
+                    initial = [(e.type, e.obj, e.old) for e in evs]
+            resp = web.StreamResponse(headers={"Content-Type": "application/json",
+                                               "Transfer-Encoding": "chunked"})
+            await resp.prepare(request)
+            if expired:
+                status = errors.gone(f"too old resource version: {rv} ({store.oldest_rv})").status()
+                await resp.write(dumps({"type": "ERROR", "object": status}) + b"\n")
+                return resp
+            bookmarks = q.get("allowWatchBookmarks") in ("1", "true")
+            deadline = time.monotonic() + float(q.get("timeoutSeconds") or 1800)
+            for typ, obj, old in initial:
+                line = self._event_line(res, typ, obj, old, accept)
+                if line:
+                    await resp.write(line)
+            while True:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                try:
+                    ev = await asyncio.wait_for(w.queue.get(), min(remaining, BOOKMARK_INTERVAL))
+                except asyncio.TimeoutError:
+                    if bookmarks:
+                        await resp.write(dumps({"type": "BOOKMARK", "object": {
+                            "kind": res.kind, "apiVersion": res.api_version,
+                            "metadata": {"resourceVersion": str(store.rv)}}}) + b"\n")
+                    continue
+                if w.overflowed:
+                    break  # a client too slow to keep up restarts its watch, as with etcd
+                line = self._event_line(res, ev.type, ev.obj, ev.old, accept)
+                if line:
+                    await resp.write(line)
+            return resp
+        finally:
+            store.unsubscribe(w)
+
+    def _event_line(self, res, typ, obj, old, accept) -> bytes | None:
+        new_ok = accept(obj)
+        old_ok = accept(old) if old is not None else False
+        if typ == "MODIFIED":
+            if new_ok and not old_ok and old is not None:
+                typ = "ADDED"
+            elif old_ok and not new_ok:
+                typ = "DELETED"
+            elif not new_ok:
+                return None
+        elif typ == "DELETED":
+            if not (new_ok or old_ok):
+                return None
+        elif not new_ok:
+            return None
+        return dumps({"type": typ, "object": self.serve(res, obj)}) + b"\n"
+
+    # -- subresources --
+    async def scale(self, request, res: Resource, ns: str, name: str):
+        obj = self.api.get(res, ns, name)
+        if request.method in ("PUT", "PATCH"):
+            body = await self.body(request)
+            if request.method == "PATCH":
+                from trellis.lab.apiserver.patch import json_merge_patch, json_patch
+                current = self._scale_doc(obj)
+                body = (json_patch(current, body) if "json-patch" in (request.content_type or "")
+                        else json_merge_patch(current, body))
+            replicas = (body.get("spec") or {}).get("replicas")
+            if not isinstance(replicas, int) or replicas < 0:
+                raise errors.Invalid("Scale", name, [("spec.replicas", "FieldValueInvalid",
+                                                      f"Invalid value: {replicas!r}: must be greater than or equal to 0")],
+                                     "autoscaling")
+            rv = (body.get("metadata") or {}).get("resourceVersion")
+            if rv and rv != obj["metadata"]["resourceVersion"]:
+                raise errors.conflict(res.plural, name, res.group)
+            new = json.loads(json.dumps(obj))
+            new["spec"]["replicas"] = replicas
+            obj = self.api.update(res, ns, name, new)
+        return jresp(self._scale_doc(obj))
+
+    def _scale_doc(self, obj: dict) -> dict:
+        md = obj["metadata"]
+        return {"kind": "Scale", "apiVersion": "autoscaling/v1",
+                "metadata": {k: md[k] for k in ("name", "namespace", "uid", "resourceVersion",
+                                                "creationTimestamp") if k in md},
+                "spec": {"replicas": obj["spec"].get("replicas", 0)},
+                "status": {"replicas": obj.get("status", {}).get("replicas", 0),
+                           "selector": selectors.to_string(obj["spec"].get("selector"))}}
+
+    async def pod_log(self, request, pod: dict):
+        containers = [c["name"] for c in pod["spec"].get("containers", [])]
+        container = request.query.get("container") or (containers[0] if len(containers) == 1 else "")
+        if container not in containers:
+            raise errors.bad_request(f"a container name must be specified for pod {pod['metadata']['name']}, "
+                                     f"choose one of: {containers}")
+        node = pod["spec"].get("nodeName")
+        path = os.path.join(self.state_dir, "nodes", node or "-", "pods", pod["metadata"]["uid"],
+                            f"{container}.log")
+        if not os.path.exists(path):
+            raise errors.bad_request(f'container "{container}" in pod "{pod["metadata"]["name"]}" is '
+                                     "waiting to start")
+        with open(path, "rb") as f:
+            data = f.read()
+        tail = request.query.get("tailLines")
+        if tail:
+            data = b"".join(data.splitlines(keepends=True)[-int(tail):])
+        if request.query.get("follow") not in ("1", "true"):
+            return web.Response(body=data, content_type="text/plain")
+        resp = web.StreamResponse(headers={"Content-Type": "text/plain"})
+        await resp.prepare(request)
+        await resp.write(data)
+        with open(path, "rb") as f:
+            f.seek(0, 2)
+            while self.api.store.get("/pods", pod["metadata"]["namespace"], pod["metadata"]["name"]):
+                chunk = f.read()
+                if chunk:
+                    await resp.write(chunk)
+                else:
+                    await asyncio.sleep(0.2)
+        return resp
+
+
+def listen_socket(addr: str, netns: str | None = None) -> socket.socket:
+    host, _, port = addr.rpartition(":")
+    with in_netns(netns):
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind((host, int(port)))
+        s.listen(512)
+    s.setblocking(False)
+    return s
+
+
+async def serve(args) -> None:
+    os.makedirs(args.state_dir, exist_ok=True)
+    store = Store(os.path.join(args.state_dir, "api.sqlite"))
+    api = Api(store, args.service_cidr)
+    for ns in store.list("/namespaces"):
+        if ns["metadata"].get("deletionTimestamp"):
+            api._start_namespace_termination(ns["metadata"]["name"])
+    server = Server(api, args.state_dir)
+    app = web.Application(client_max_size=64 * 1024 * 1024)
+    app.router.add_route("*", "/{tail:.*}", server.handle)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    socks = [listen_socket(a) for a in args.listen]
+    for spec in args.netns_listen:
+        ns, _, addr = spec.partition("=")
+        socks.append(listen_socket(addr, ns))
+    for s in socks:
+        await web.SockSite(runner, s, shutdown_timeout=0.5).start()
+    if args.ready_file:
+        with open(args.ready_file, "w") as f:
+            f.write(" ".join("%s:%d" % s.getsockname()[:2] for s in socks))
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await runner.cleanup()
+    store.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="trellis-apiserver", description="The lab's Kubernetes API server.")
+    p.add_argument("--state-dir", required=True, help="where api.sqlite and pod logs live")
+    p.add_argument("--listen", action="append", default=[], help="IP:PORT in this namespace (repeatable)")
+    p.add_argument("--netns-listen", action="append", default=[], help="NETNS=IP:PORT (repeatable)")
+    p.add_argument("--service-cidr", default="10.96.0.0/16")
+    p.add_argument("--ready-file", help="written with the bound addresses once listening")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s apiserver %(levelname)s %(message)s")
+    asyncio.run(serve(args))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
