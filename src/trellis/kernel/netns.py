@@ -99,8 +99,23 @@ def delete(name: str) -> None:
 
 
 def pids(name: str) -> list[int]:
-    p = run(["ip", "netns", "pids", name], f"list processes of netns {name}", check=False)
-    return [int(x) for x in p.stdout.split()]
+    """Processes whose network namespace is ``name`` (compares namespace inodes)."""
+    try:
+        st = os.stat(os.path.join(NETNS_DIR, name))
+    except FileNotFoundError:
+        return []
+    target = (st.st_dev, st.st_ino)
+    out = []
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            ns = os.stat(f"/proc/{d}/ns/net")
+        except OSError:
+            continue
+        if (ns.st_dev, ns.st_ino) == target:
+            out.append(int(d))
+    return out
 
 
 def sysctl(netns: str, key: str, value: str) -> None:

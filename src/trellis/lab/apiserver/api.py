@@ -100,9 +100,29 @@ class Api:
         return out
 
     # -- create --
+    def bind(self, ns: str, name: str, body: dict) -> dict:
+        """POST pods/NAME/binding or bindings: set spec.nodeName once, as the scheduler does."""
+        pods = self.registry.lookup("", "v1", "pods")
+        pod = self.get(pods, ns, name)
+        node = (body.get("target") or {}).get("name")
+        if not node:
+            raise errors.Invalid("Binding", name, [admission.required("target.name")])
+        if pod["spec"].get("nodeName"):
+            raise errors.ApiError(409, "Conflict", f'Operation cannot be fulfilled on pods/binding "{name}": '
+                                  f'pod {name} is already assigned to node "{pod["spec"]["nodeName"]}"')
+        new = copy.deepcopy(pod)
+        new["spec"]["nodeName"] = node
+        conds = [c for c in new["status"].get("conditions") or [] if c.get("type") != "PodScheduled"]
+        new["status"]["conditions"] = [{"type": "PodScheduled", "status": "True", "lastProbeTime": None,
+                                        "lastTransitionTime": now()}] + conds
+        self._put(pods, new, "MODIFIED", pod)
+        return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}
+
     def create(self, res: Resource, ns: str, body: Any) -> dict:
         if not isinstance(body, dict):
             raise errors.bad_request("the request body must be a JSON or YAML object")
+        if res.key == "/bindings":
+            return self.bind(ns, (body.get("metadata") or {}).get("name", ""), body)
         obj = copy.deepcopy(body)
         md = obj.setdefault("metadata", {})
         if not isinstance(md, dict):
@@ -132,7 +152,7 @@ class Api:
         md["creationTimestamp"] = now()
         if "spec" in obj or res.custom:
             md["generation"] = 1
-        if "status" in res.subresources and res.key not in ("/pods", "/services"):
+        if "status" in res.subresources and res.key not in ("/pods", "/services", "/nodes"):
             obj.pop("status", None)
         self._admit(res, obj, None)
         if res.key == CRD_BUCKET:

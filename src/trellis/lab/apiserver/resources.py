@@ -54,6 +54,7 @@ BUILTIN: list[Resource] = [
     _core("Pod", "pods", True, ["po"], ["status", "log"], ["all"]),
     _core("Service", "services", True, ["svc"], ["status"], ["all"]),
     _core("Endpoints", "endpoints", True, ["ep"]),
+    _core("Binding", "bindings", True),
     _core("Secret", "secrets", True),
     _core("ConfigMap", "configmaps", True, ["cm"]),
     _core("Event", "events", True, ["ev"]),

@@ -150,6 +150,8 @@ class Server:
                 return await self.watch(request, res, ns, name)
             if sub == "log" and res.key == "/pods":
                 return await self.pod_log(request, api.get(res, nsq, name))
+            if sub == "binding" and res.key == "/pods" and m == "POST":
+                return jresp(api.bind(nsq, name, await self.body(request)), 201)
             if sub == "scale":
                 return await self.scale(request, res, nsq, name)
             if sub not in (None, "status"):

@@ -1,0 +1,48 @@
+"""The lab's controller manager: scheduler and workload controllers in one process."""
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+
+from trellis.kube.client import KubeClient
+from trellis.kube.informer import Informer
+from trellis.lab.workloads import DeploymentController, ReplicaSetController, Scheduler
+
+
+def run(client: KubeClient, stop: threading.Event) -> None:
+    pods = Informer(client, "v1", "pods")
+    nodes = Informer(client, "v1", "nodes")
+    rsets = Informer(client, "apps/v1", "replicasets")
+    deploys = Informer(client, "apps/v1", "deployments")
+    controllers = [Scheduler(client, pods, nodes), ReplicaSetController(client, pods, rsets),
+                   DeploymentController(client, deploys, rsets)]
+    for inf in (pods, nodes, rsets, deploys):
+        inf.start()
+    for inf in (pods, nodes, rsets, deploys):
+        inf.synced.wait(30)
+    threads = [threading.Thread(target=c.run, args=(stop,), daemon=True, name=type(c).__name__)
+               for c in controllers]
+    for t in threads:
+        t.start()
+    stop.wait()
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="trellis-controller-manager",
+                                description="The lab's scheduler and workload controllers.")
+    p.add_argument("--server", required=True)
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s controller-manager %(levelname)s %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    run(KubeClient(args.server), stop)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,133 @@
+"""The lab's test image, in the spirit of Kubernetes' agnhost.
+
+``serve``: listen on every declared containerPort (from TRELLIS_CONTAINER_PORTS,
+``80/TCP,81/UDP``, or ``--port 80/TCP``) and answer with the pod name. TCP: an
+HTTP request gets an HTTP answer, anything else (or silence) the bare name.
+UDP: every datagram gets the name back. SCTP is logged and skipped (this
+kernel has no SCTP sockets).
+
+``connect HOST:PORT [--protocol tcp|udp] [--timeout S]``: print the answer and
+exit 0, or print why not and exit 1. Stdlib only, so it starts fast.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import select
+import socket
+import sys
+import threading
+
+
+def hostname() -> str:
+    return os.environ.get("HOSTNAME") or socket.gethostname()
+
+
+def _tcp_client(conn: socket.socket) -> None:
+    name = hostname().encode()
+    try:
+        conn.settimeout(0.5)
+        try:
+            data = conn.recv(4096)
+        except socket.timeout:
+            data = b""
+        if data[:4] in (b"GET ", b"HEAD", b"POST", b"PUT "):
+            body = name + b"\n"
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n"
+                         b"Connection: close\r\n\r\n%s" % (len(body), body))
+        else:
+            conn.sendall(name + b"\n")
+    except OSError:
+        pass
+    finally:
+        conn.close()
+
+
+def serve_tcp(port: int) -> None:
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(("0.0.0.0", port))
+    s.listen(128)
+    while True:
+        conn, _ = s.accept()
+        threading.Thread(target=_tcp_client, args=(conn,), daemon=True).start()
+
+
+def serve_udp(port: int) -> None:
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("0.0.0.0", port))
+    name = hostname().encode() + b"\n"
+    while True:
+        _, addr = s.recvfrom(2048)
+        s.sendto(name, addr)
+
+
+def parse_ports(specs: list[str]) -> list[tuple[int, str]]:
+    out = []
+    for spec in specs:
+        for item in spec.split(","):
+            if not item.strip():
+                continue
+            port, _, proto = item.strip().partition("/")
+            out.append((int(port), (proto or "TCP").upper()))
+    return out
+
+
+def cmd_serve(args) -> int:
+    ports = parse_ports(args.port or [os.environ.get("TRELLIS_CONTAINER_PORTS", "")])
+    if not ports:
+        ports = [(80, "TCP")]
+    threads = []
+    for port, proto in ports:
+        if proto == "SCTP":
+            print(f"port {port}/SCTP declared: skipped, this kernel has no SCTP sockets", flush=True)
+            continue
+        fn = serve_tcp if proto == "TCP" else serve_udp
+        t = threading.Thread(target=fn, args=(port,), daemon=True)
+        t.start()
+        threads.append(t)
+        print(f"serving {port}/{proto} as {hostname()}", flush=True)
+    for t in threads:
+        t.join()
+    return 0
+
+
+def cmd_connect(args) -> int:
+    host, _, port = args.target.rpartition(":")
+    host = host.strip("[]")
+    try:
+        if args.protocol == "udp":
+            s = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_DGRAM)
+            s.settimeout(args.timeout)
+            s.sendto(b"hostname\n", (host, int(port)))
+            data, _ = s.recvfrom(2048)
+        else:
+            s = socket.create_connection((host, int(port)), timeout=args.timeout)
+            s.sendall(b"hostname\n")
+            r, _, _ = select.select([s], [], [], args.timeout)
+            data = s.recv(4096) if r else b""
+            if not data:
+                print("connected, no answer", flush=True)
+                return 0
+        print(data.decode(errors="replace").strip(), flush=True)
+        return 0
+    except OSError as e:
+        print(f"connect {args.target}/{args.protocol}: {e.strerror or e}", flush=True)
+        return 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="agnhost", description="trellis lab test server and client")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    s = sub.add_parser("serve", help="answer with the pod name on the declared ports")
+    s.add_argument("--port", action="append", help="PORT/PROTO (repeatable); default from the pod spec")
+    c = sub.add_parser("connect", help="connect to HOST:PORT and print the answer")
+    c.add_argument("target")
+    c.add_argument("--protocol", choices=["tcp", "udp"], default="tcp")
+    c.add_argument("--timeout", type=float, default=2.0)
+    args = p.parse_args(argv)
+    return cmd_serve(args) if args.cmd == "serve" else cmd_connect(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,349 @@
+"""Lab topology: namespaces, the underlay switch, and the lab's processes.
+
+Everything lives in namespaces named ``<lab>-underlay``, ``<lab>-master``,
+``<lab>-node-<i>``, ``<lab>-client`` (and pods ``<lab>-p-<hash>``). The only
+thing in the root namespace is the API server's listener on 127.0.0.1.
+State (SQLite, logs, pod dirs, IPAM, kubeconfig) is under one directory per
+lab, so ``down`` can remove all of it, also after any process died with -9.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Callable
+
+from trellis.kernel import netns as kns
+from trellis.kube.client import ApiError, KubeClient
+from trellis.lab.kubelet.cni import reference_conflist
+
+STATE_ROOT = os.environ.get("TRELLIS_STATE_ROOT", "/var/lib/trellis/labs")
+UNDERLAY = "172.31.0"
+MASTER_IP = f"{UNDERLAY}.2"
+CLIENT_IP = f"{UNDERLAY}.250"
+API_PORT = 6443
+POD_CIDR = "10.244.0.0/16"
+SERVICE_CIDR = "10.96.0.0/16"
+NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,14}$")
+Progress = Callable[[str], None]
+
+
+class LabError(RuntimeError):
+    pass
+
+
+def node_ip(i: int) -> str:
+    return f"{UNDERLAY}.{10 + i}"
+
+
+def lab_dir(name: str) -> str:
+    return os.path.join(STATE_ROOT, name)
+
+
+@dataclass
+class LabConfig:
+    name: str
+    nodes: int
+    api_port: int
+    cni: str = "reference"
+    created: float = field(default_factory=time.time)
+
+    @property
+    def dir(self) -> str:
+        return lab_dir(self.name)
+
+    @property
+    def kubeconfig(self) -> str:
+        return os.path.join(self.dir, "kubeconfig")
+
+    @property
+    def api_url(self) -> str:
+        return f"http://127.0.0.1:{self.api_port}"
+
+    def ns(self, role: str) -> str:
+        return f"{self.name}-{role}"
+
+    def node_names(self) -> list[str]:
+        return [f"node-{i}" for i in range(1, self.nodes + 1)]
+
+    def save(self) -> None:
+        with open(os.path.join(self.dir, "lab.json"), "w") as f:
+            json.dump(asdict(self), f)
+
+
+def load(name: str) -> LabConfig:
+    try:
+        with open(os.path.join(lab_dir(name), "lab.json")) as f:
+            return LabConfig(**json.load(f))
+    except FileNotFoundError:
+        raise LabError(f"no lab named {name!r} (looked in {lab_dir(name)}); start one with "
+                       f"'trellis lab up --name {name}'") from None
+
+
+def list_labs() -> list[str]:
+    try:
+        return sorted(d for d in os.listdir(STATE_ROOT) if os.path.exists(os.path.join(STATE_ROOT, d, "lab.json")))
+    except FileNotFoundError:
+        return []
+
+
+def owned_netns(name: str) -> list[str]:
+    """Namespaces that belong to lab ``name`` (exact shapes, so lab 'a' never takes lab 'a-b's)."""
+    rx = re.compile(rf"^{re.escape(name)}-(underlay|master|client|node-\d+|p-[0-9a-f]{{10}})$")
+    return [n for n in kns.list_names() if rx.match(n)]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# ---- processes ---------------------------------------------------------------
+
+def _spawn(cfg: LabConfig, component: str, argv: list[str], netns: str | None = None) -> int:
+    logs = os.path.join(cfg.dir, "logs")
+    os.makedirs(logs, exist_ok=True)
+    os.makedirs(os.path.join(cfg.dir, "pids"), exist_ok=True)
+    # NOTE: nsenter --net switches only the network namespace. `ip netns exec` would also
+    # give the process a private mount namespace, and the pod namespaces a kubelet then
+    # creates (bind mounts under /run/netns) would be invisible to everyone else.
+    full = (["nsenter", f"--net={os.path.join(kns.NETNS_DIR, netns)}", "--"] if netns else []) + argv
+    env = dict(os.environ, PYTHONUNBUFFERED="1", TRELLIS_LAB=cfg.name)
+    with open(os.path.join(logs, f"{component}.log"), "ab") as log:
+        p = subprocess.Popen(full, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                             start_new_session=True, env=env, cwd=cfg.dir)
+    with open(os.path.join(cfg.dir, "pids", f"{component}.pid"), "w") as f:
+        f.write(str(p.pid))
+    return p.pid
+
+
+def components(cfg: LabConfig) -> dict[str, int | None]:
+    out: dict[str, int | None] = {}
+    pid_dir = os.path.join(cfg.dir, "pids")
+    for comp in ["apiserver", "controller-manager"] + [f"kubelet-{n}" for n in cfg.node_names()]:
+        try:
+            with open(os.path.join(pid_dir, f"{comp}.pid")) as f:
+                pid = int(f.read())
+            out[comp] = pid if _alive(pid) else None
+        except (OSError, ValueError):
+            out[comp] = None
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ", 1)[1][0] != "Z"
+    except OSError:
+        return False
+
+
+def _pids_mentioning(text: str) -> list[int]:
+    out = []
+    for d in os.listdir("/proc"):
+        if not d.isdigit() or int(d) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{d}/cmdline", "rb") as f:
+                if text.encode() in f.read():
+                    out.append(int(d))
+        except OSError:
+            pass
+    return out
+
+
+def _kill(pids: list[int], sig: int) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+def _wait_gone(pids: list[int], timeout: float) -> list[int]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        pids = [p for p in pids if _alive(p)]
+        if not pids:
+            return []
+        time.sleep(0.1)
+    return [p for p in pids if _alive(p)]
+
+
+# ---- up ---------------------------------------------------------------------
+
+def _wire(cfg: LabConfig, member_ns: str, port: str, ip: str) -> tuple[list[str], list[str]]:
+    """Commands for a veth from the underlay bridge to member_ns (eth0 with ip)."""
+    under = [f"link add name {port} type veth peer name eth0 netns {member_ns}",
+             f"link set {port} master br0 up"]
+    member = ["link set lo up", f"addr add {ip}/24 dev eth0", "link set eth0 up"]
+    return under, member
+
+
+def up(name: str, nodes: int = 3, cni: str = "reference", progress: Progress = lambda s: None,
+       timeout: float = 90) -> LabConfig:
+    if not NAME_RE.match(name):
+        raise LabError(f"lab name {name!r}: must be 1-15 characters of a-z, 0-9 and '-', starting with a letter")
+    if not 1 <= nodes <= 100:
+        raise LabError(f"--nodes {nodes}: must be between 1 and 100")
+    if cni not in ("reference", "trellis"):
+        raise LabError(f"--cni {cni!r}: must be 'trellis' or 'reference'")
+    if os.path.exists(os.path.join(lab_dir(name), "lab.json")) or owned_netns(name):
+        raise LabError(f"lab {name!r} already exists; run 'trellis lab down --name {name}' first")
+    if os.geteuid() != 0:
+        raise LabError("the lab needs root (it creates network namespaces)")
+    cfg = LabConfig(name, nodes, free_port(), cni)
+    os.makedirs(cfg.dir, exist_ok=True)
+    cfg.save()
+    try:
+        _build(cfg, progress, timeout)
+    except BaseException:
+        progress("lab up failed; removing what was created")
+        down(name, force=True)
+        raise
+    return cfg
+
+
+def _build(cfg: LabConfig, progress: Progress, timeout: float) -> None:
+    t0 = time.monotonic()
+    members = [("master", "to-master", MASTER_IP), ("client", "to-client", CLIENT_IP)]
+    members += [(f"node-{i}", f"to-node-{i}", node_ip(i)) for i in range(1, cfg.nodes + 1)]
+    progress(f"creating {len(members) + 1} network namespaces")
+    for role in ["underlay"] + [m[0] for m in members]:
+        kns.add(cfg.ns(role))
+    under = ["link add br0 type bridge", "link set br0 up"]
+    for role, port, ip in members:
+        under += _wire(cfg, cfg.ns(role), port, ip)[0]
+    # the veths must exist before their member ends can be addressed: underlay first
+    kns.ip_batch(under, "wire the underlay switch", cfg.ns("underlay"))
+    for role, port, ip in members:
+        kns.ip_batch(_wire(cfg, cfg.ns(role), port, ip)[1], f"address {role} on the underlay", cfg.ns(role))
+    for i in range(1, cfg.nodes + 1):
+        kns.sysctl(cfg.ns(f"node-{i}"), "net.ipv4.ip_forward", "1")
+    progress("starting the API server")
+    py = sys.executable
+    ready = os.path.join(cfg.dir, "apiserver.ready")
+    _spawn(cfg, "apiserver", [py, "-m", "trellis.lab.apiserver.server", "--state-dir", cfg.dir,
+                              "--listen", f"127.0.0.1:{cfg.api_port}",
+                              "--netns-listen", f"{cfg.ns('master')}={MASTER_IP}:{API_PORT}",
+                              "--service-cidr", SERVICE_CIDR, "--ready-file", ready])
+    _wait(lambda: os.path.exists(ready), 20, "the API server to listen", cfg, "apiserver")
+    write_kubeconfig(cfg)
+    server = f"http://{MASTER_IP}:{API_PORT}"
+    progress("starting the scheduler and controllers")
+    _spawn(cfg, "controller-manager", [py, "-m", "trellis.lab.controllermanager", "--server", server],
+           cfg.ns("master"))
+    progress(f"starting {cfg.nodes} kubelets (CNI: {cfg.cni})")
+    for i, node in enumerate(cfg.node_names(), start=1):
+        start_kubelet(cfg, i)
+    client = KubeClient(cfg.api_url)
+    want = set(cfg.node_names())
+
+    def nodes_ready() -> bool:
+        try:
+            items, _ = client.list("v1", "nodes")
+        except ApiError:
+            return False
+        ready = {n["metadata"]["name"] for n in items if any(
+            c["type"] == "Ready" and c["status"] == "True" for c in n.get("status", {}).get("conditions", []))}
+        progress(f"nodes ready: {len(ready & want)}/{len(want)}")
+        return want <= ready
+    _wait(nodes_ready, max(timeout - (time.monotonic() - t0), 10), "all nodes to be Ready", cfg)
+    client.close()
+
+
+def node_dir(cfg: LabConfig, node: str) -> str:
+    return os.path.join(cfg.dir, "nodes", node)
+
+
+def start_kubelet(cfg: LabConfig, i: int) -> None:
+    node = f"node-{i}"
+    conf_dir = os.path.join(node_dir(cfg, node), "cni", "net.d")
+    os.makedirs(conf_dir, exist_ok=True)
+    conf = reference_conflist(f"{cfg.name}-pods", f"10.244.{i}.0/24", os.path.join(node_dir(cfg, node), "ipam"))
+    with open(os.path.join(conf_dir, "10-trellis.conflist"), "w") as f:
+        json.dump(conf, f, indent=2)
+    _spawn(cfg, f"kubelet-{node}", [sys.executable, "-m", "trellis.lab.kubelet.kubelet", "--lab", cfg.name,
+                                    "--node", node, "--node-ip", node_ip(i),
+                                    "--server", f"http://{MASTER_IP}:{API_PORT}", "--state-dir", cfg.dir,
+                                    "--cni-conf-dir", conf_dir, "--cni-bin-dir", "/usr/lib/cni"],
+           cfg.ns(node))
+
+
+def _wait(cond: Callable[[], bool], timeout: float, what: str, cfg: LabConfig, component: str | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return
+        if component and components(cfg).get(component) is None:
+            break
+        time.sleep(0.2)
+    hint = f"; see {os.path.join(cfg.dir, 'logs', (component or 'apiserver') + '.log')}"
+    raise LabError(f"timed out waiting for {what}{hint}")
+
+
+def write_kubeconfig(cfg: LabConfig) -> str:
+    text = (f"apiVersion: v1\nkind: Config\nclusters:\n- name: {cfg.name}\n  cluster:\n"
+            f"    server: {cfg.api_url}\ncontexts:\n- name: {cfg.name}\n  context:\n    cluster: {cfg.name}\n"
+            f"    user: {cfg.name}-admin\n    namespace: default\ncurrent-context: {cfg.name}\n"
+            f"users:\n- name: {cfg.name}-admin\n  user: {{}}\npreferences: {{}}\n")
+    with open(cfg.kubeconfig, "w") as f:
+        f.write(text)
+    return cfg.kubeconfig
+
+
+# ---- down -------------------------------------------------------------------
+
+def down(name: str, force: bool = False, progress: Progress = lambda s: None) -> list[str]:
+    """Remove every process, namespace and file of lab ``name``. Returns what was removed."""
+    d = lab_dir(name)
+    if not force and not os.path.exists(os.path.join(d, "lab.json")):
+        raise LabError(f"no lab named {name!r}; use --force to remove leftovers by name")
+    removed: list[str] = []
+    pids: list[int] = []
+    pid_dir = os.path.join(d, "pids")
+    kubelets = []
+    if os.path.isdir(pid_dir):
+        for fn in os.listdir(pid_dir):
+            try:
+                with open(os.path.join(pid_dir, fn)) as f:
+                    pid = int(f.read())
+            except (OSError, ValueError):
+                continue
+            if _alive(pid):
+                (kubelets if fn.startswith("kubelet-") else pids).append(pid)
+    if kubelets:  # let kubelets stop their pods (CNI DEL) before everything else
+        progress(f"stopping {len(kubelets)} kubelets and their pods")
+        _kill(kubelets, signal.SIGTERM)
+        _kill(_wait_gone(kubelets, 20), signal.SIGKILL)
+    # whatever still runs in the lab's namespaces (orphans of a kubelet killed with -9)
+    spaces = owned_netns(name)
+    for ns in spaces:
+        pids += kns.pids(ns)
+    if os.path.isdir(d):
+        pids += _pids_mentioning(d)
+    pids = sorted(set(pids))
+    if pids:
+        progress(f"stopping {len(pids)} processes")
+        _kill(pids, signal.SIGTERM)
+        _kill(_wait_gone(pids, 3), signal.SIGKILL)
+        _wait_gone(pids, 3)
+    for ns in owned_netns(name):
+        for pid in kns.pids(ns):
+            _kill([pid], signal.SIGKILL)
+        kns.delete(ns)
+        removed.append(f"netns {ns}")
+    if spaces:
+        progress(f"removed {len(spaces)} network namespaces")
+    if os.path.isdir(d):
+        shutil.rmtree(d, ignore_errors=True)
+        removed.append(f"dir {d}")
+    return removed

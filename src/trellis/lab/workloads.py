@@ -1,0 +1,240 @@
+"""Workload controllers of the lab: Deployment -> ReplicaSet -> Pods.
+
+As in Kubernetes, a Deployment owns one ReplicaSet per pod template (named
+``<deployment>-<pod-template-hash>``) and a ReplicaSet owns its pods (named
+``<replicaset>-<suffix>``). A template change creates a new ReplicaSet; old
+ones are scaled down as the new one's pods become ready (a rolling update).
+Garbage collection by ownerReferences happens in the API server.
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import logging
+import threading
+
+from trellis.kube import selectors
+from trellis.kube.client import ApiError, KubeClient
+from trellis.kube.informer import Informer, WorkQueue
+
+log = logging.getLogger("trellis.workloads")
+ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
+
+
+def template_hash(template: dict) -> str:
+    digest = hashlib.sha256(json.dumps(template, sort_keys=True).encode()).digest()
+    return "".join(ALPHABET[b % len(ALPHABET)] for b in digest[:10])
+
+
+def owner_ref(obj: dict) -> dict:
+    return {"apiVersion": obj["apiVersion"], "kind": obj["kind"], "name": obj["metadata"]["name"],
+            "uid": obj["metadata"]["uid"], "controller": True, "blockOwnerDeletion": True}
+
+
+def owned_by(obj: dict, owner_uid: str) -> bool:
+    return any(o.get("uid") == owner_uid and o.get("controller") for o in obj["metadata"].get("ownerReferences") or [])
+
+
+def pod_ready(pod: dict) -> bool:
+    return any(c.get("type") == "Ready" and c.get("status") == "True"
+               for c in pod.get("status", {}).get("conditions") or [])
+
+
+class ReplicaSetController:
+    def __init__(self, client: KubeClient, pods: Informer, rsets: Informer) -> None:
+        self.client, self.pods, self.rsets = client, pods, rsets
+        self.queue = WorkQueue()
+        rsets.add_handler(lambda t, o, old: self.queue.add(f"{o['metadata']['namespace']}/{o['metadata']['name']}"))
+        pods.add_handler(self._on_pod)
+
+    def _on_pod(self, typ: str, pod: dict, old: dict | None) -> None:
+        for ref in pod["metadata"].get("ownerReferences") or []:
+            if ref.get("kind") == "ReplicaSet":
+                self.queue.add(f"{pod['metadata']['namespace']}/{ref['name']}")
+
+    def run(self, stop: threading.Event) -> None:
+        while not stop.is_set():
+            key = self.queue.get(0.5)
+            if key is None:
+                continue
+            try:
+                self.sync(key)
+            except ApiError as e:
+                log.info("replicaset %s: %s (retrying)", key, e)
+                self.queue.add(key, 0.5)
+
+    def sync(self, key: str) -> None:
+        ns, name = key.split("/", 1)
+        rs = self.rsets.get(ns, name)
+        if rs is None or rs["metadata"].get("deletionTimestamp"):
+            return
+        uid = rs["metadata"]["uid"]
+        pods = [p for p in self.pods.items() if p["metadata"]["namespace"] == ns and owned_by(p, uid)]
+        active = [p for p in pods if not p["metadata"].get("deletionTimestamp")
+                  and p.get("status", {}).get("phase") not in ("Succeeded", "Failed")]
+        want = rs["spec"].get("replicas", 1)
+        if len(active) < want:
+            tmpl = rs["spec"]["template"]
+            for _ in range(want - len(active)):
+                pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {
+                    "generateName": f"{name}-", "namespace": ns,
+                    "labels": dict(tmpl.get("metadata", {}).get("labels") or {}),
+                    "annotations": dict(tmpl.get("metadata", {}).get("annotations") or {}),
+                    "ownerReferences": [owner_ref(rs)]}, "spec": copy.deepcopy(tmpl.get("spec", {}))}
+                self.client.create("v1", "pods", pod, ns)
+        elif len(active) > want:
+            # delete the least useful first: unscheduled, then not ready, then newest
+            active.sort(key=lambda p: (bool(p["spec"].get("nodeName")), pod_ready(p),
+                                       p["metadata"].get("creationTimestamp", "")), reverse=False)
+            for p in active[: len(active) - want]:
+                self.client.delete("v1", "pods", p["metadata"]["name"], ns)
+        ready = sum(1 for p in active if pod_ready(p))
+        status = {"replicas": min(len(active), max(want, len(active))), "fullyLabeledReplicas": len(active),
+                  "readyReplicas": ready, "availableReplicas": ready,
+                  "observedGeneration": rs["metadata"].get("generation", 1)}
+        if {k: rs.get("status", {}).get(k) for k in status} != status:
+            self.client.patch("apps/v1", "replicasets", name, {"status": status}, ns, sub="status")
+
+
+class DeploymentController:
+    def __init__(self, client: KubeClient, deploys: Informer, rsets: Informer) -> None:
+        self.client, self.deploys, self.rsets = client, deploys, rsets
+        self.queue = WorkQueue()
+        deploys.add_handler(lambda t, o, old: self.queue.add(f"{o['metadata']['namespace']}/{o['metadata']['name']}"))
+        rsets.add_handler(self._on_rs)
+
+    def _on_rs(self, typ: str, rs: dict, old: dict | None) -> None:
+        for ref in rs["metadata"].get("ownerReferences") or []:
+            if ref.get("kind") == "Deployment":
+                self.queue.add(f"{rs['metadata']['namespace']}/{ref['name']}")
+
+    def run(self, stop: threading.Event) -> None:
+        while not stop.is_set():
+            key = self.queue.get(0.5)
+            if key is None:
+                continue
+            try:
+                self.sync(key)
+            except ApiError as e:
+                log.info("deployment %s: %s (retrying)", key, e)
+                self.queue.add(key, 0.5)
+
+    def sync(self, key: str) -> None:
+        ns, name = key.split("/", 1)
+        d = self.deploys.get(ns, name)
+        if d is None or d["metadata"].get("deletionTimestamp"):
+            return
+        uid, spec = d["metadata"]["uid"], d["spec"]
+        tmpl = copy.deepcopy(spec["template"])
+        h = template_hash(tmpl)
+        owned = [r for r in self.rsets.items() if r["metadata"]["namespace"] == ns and owned_by(r, uid)]
+        new = next((r for r in owned if r["metadata"].get("labels", {}).get("pod-template-hash") == h), None)
+        want = spec.get("replicas", 1)
+        if new is None:
+            tmpl.setdefault("metadata", {}).setdefault("labels", {})["pod-template-hash"] = h
+            sel = copy.deepcopy(spec["selector"])
+            sel.setdefault("matchLabels", {})["pod-template-hash"] = h
+            rs = {"apiVersion": "apps/v1", "kind": "ReplicaSet", "metadata": {
+                "name": f"{name}-{h}", "namespace": ns, "ownerReferences": [owner_ref(d)],
+                "labels": {**(spec["template"].get("metadata", {}).get("labels") or {}), "pod-template-hash": h}},
+                "spec": {"replicas": want, "selector": sel, "template": tmpl}}
+            try:
+                new = self.client.create("apps/v1", "replicasets", rs, ns)
+            except ApiError as e:
+                if e.code != 409:
+                    raise
+                new = self.client.get("apps/v1", "replicasets", rs["metadata"]["name"], ns)
+        elif new["spec"].get("replicas") != want:
+            self.client.patch("apps/v1", "replicasets", new["metadata"]["name"], {"spec": {"replicas": want}}, ns)
+        new_ready = new.get("status", {}).get("readyReplicas", 0)
+        olds = [r for r in owned if r["metadata"]["uid"] != new["metadata"]["uid"]]
+        old_budget = max(0, want - new_ready)  # old pods keep serving until new ones are ready
+        for r in sorted(olds, key=lambda r: r["metadata"].get("creationTimestamp", ""), reverse=True):
+            target = min(r["spec"].get("replicas", 0), old_budget)
+            old_budget -= target
+            if r["spec"].get("replicas") != target:
+                self.client.patch("apps/v1", "replicasets", r["metadata"]["name"], {"spec": {"replicas": target}}, ns)
+        allrs = [new] + olds
+        ready = sum(r.get("status", {}).get("readyReplicas", 0) for r in allrs)
+        replicas = sum(r.get("status", {}).get("replicas", 0) for r in allrs)
+        status = {"observedGeneration": d["metadata"].get("generation", 1), "replicas": replicas,
+                  "updatedReplicas": new.get("status", {}).get("replicas", 0), "readyReplicas": ready,
+                  "availableReplicas": ready, "unavailableReplicas": max(0, want - ready),
+                  "conditions": [{"type": "Available", "status": "True" if ready >= want else "False",
+                                  "reason": "MinimumReplicasAvailable" if ready >= want else
+                                  "MinimumReplicasUnavailable"}]}
+        if {k: d.get("status", {}).get(k) for k in status} != status:
+            self.client.patch("apps/v1", "deployments", name, {"status": status}, ns, sub="status")
+
+
+class Scheduler:
+    """Binds pending pods to Ready nodes: honours nodeName and nodeSelector, spreads by pod count."""
+
+    def __init__(self, client: KubeClient, pods: Informer, nodes: Informer) -> None:
+        self.client, self.pods, self.nodes = client, pods, nodes
+        self.queue = WorkQueue()
+        pods.add_handler(self._on_pod)
+        nodes.add_handler(lambda t, o, old: [self.queue.add(k) for k in self._pending()])
+
+    def _pending(self) -> list[str]:
+        return [f"{p['metadata']['namespace']}/{p['metadata']['name']}" for p in self.pods.items()
+                if not p["spec"].get("nodeName") and not p["metadata"].get("deletionTimestamp")]
+
+    def _on_pod(self, typ: str, pod: dict, old: dict | None) -> None:
+        if typ != "DELETED" and not pod["spec"].get("nodeName"):
+            self.queue.add(f"{pod['metadata']['namespace']}/{pod['metadata']['name']}")
+
+    def run(self, stop: threading.Event) -> None:
+        while not stop.is_set():
+            key = self.queue.get(0.5)
+            if key is None:
+                continue
+            try:
+                if not self.schedule(key):
+                    self.queue.add(key, 1.0)
+            except ApiError as e:
+                log.info("schedule %s: %s (retrying)", key, e)
+                self.queue.add(key, 0.5)
+
+    def schedule(self, key: str) -> bool:
+        ns, name = key.split("/", 1)
+        pod = self.pods.get(ns, name)
+        if pod is None or pod["spec"].get("nodeName") or pod["metadata"].get("deletionTimestamp"):
+            return True
+        if pod["spec"].get("schedulerName", "default-scheduler") != "default-scheduler":
+            return True
+        sel = pod["spec"].get("nodeSelector") or {}
+        nodes = self.nodes.items()
+        fit = [n for n in nodes if pod_ready_node(n) and not n["spec"].get("unschedulable")
+               and all(n["metadata"].get("labels", {}).get(k) == v for k, v in sel.items())]
+        if not fit:
+            msg = (f"0/{len(nodes)} nodes are available: "
+                   + ("didn't match Pod's node affinity/selector" if sel else "no Ready node"))
+            cond = {"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": msg}
+            if (pod.get("status", {}).get("conditions") or [None])[0] != cond:
+                self.client.patch("v1", "pods", name, {"status": {"conditions": [cond]}}, ns, sub="status",
+                                  kind="strategic")
+            return False
+        counts = {n["metadata"]["name"]: 0 for n in fit}
+        for p in self.pods.items():
+            if p["spec"].get("nodeName") in counts:
+                counts[p["spec"]["nodeName"]] += 1
+        target = min(counts, key=lambda n: (counts[n], n))
+        try:
+            self.client.create("v1", "bindings", {"apiVersion": "v1", "kind": "Binding",
+                                                  "metadata": {"name": name, "namespace": ns},
+                                                  "target": {"apiVersion": "v1", "kind": "Node", "name": target}}, ns)
+        except ApiError as e:
+            if e.code not in (404, 409):
+                raise
+        return True
+
+
+def pod_ready_node(node: dict) -> bool:
+    return any(c.get("type") == "Ready" and c.get("status") == "True"
+               for c in node.get("status", {}).get("conditions") or [])
+
+
+def label_selector_string(sel: dict | None) -> str:
+    return selectors.to_string(sel)
