@@ -174,6 +174,8 @@ class Scheduler:
     def __init__(self, client: KubeClient, pods: Informer, nodes: Informer) -> None:
         self.client, self.pods, self.nodes = client, pods, nodes
         self.queue = WorkQueue()
+        # pods bound but not yet seen bound by the informer ("assumed", as in kube-scheduler)
+        self.assumed: dict[str, str] = {}
         pods.add_handler(self._on_pod)
         nodes.add_handler(lambda t, o, old: [self.queue.add(k) for k in self._pending()])
 
@@ -182,6 +184,9 @@ class Scheduler:
                 if not p["spec"].get("nodeName") and not p["metadata"].get("deletionTimestamp")]
 
     def _on_pod(self, typ: str, pod: dict, old: dict | None) -> None:
+        key = f"{pod['metadata']['namespace']}/{pod['metadata']['name']}"
+        if typ == "DELETED" or pod["spec"].get("nodeName"):
+            self.assumed.pop(key, None)
         if typ != "DELETED" and not pod["spec"].get("nodeName"):
             self.queue.add(f"{pod['metadata']['namespace']}/{pod['metadata']['name']}")
 
@@ -217,14 +222,18 @@ class Scheduler:
                                   kind="strategic")
             return False
         counts = {n["metadata"]["name"]: 0 for n in fit}
-        for p in self.pods.items():
-            if p["spec"].get("nodeName") in counts:
-                counts[p["spec"]["nodeName"]] += 1
+        placed = {f"{p['metadata']['namespace']}/{p['metadata']['name']}": p["spec"].get("nodeName")
+                  for p in self.pods.items()}
+        placed.update(self.assumed)
+        for node in placed.values():
+            if node in counts:
+                counts[node] += 1
         target = min(counts, key=lambda n: (counts[n], n))
         try:
             self.client.create("v1", "bindings", {"apiVersion": "v1", "kind": "Binding",
                                                   "metadata": {"name": name, "namespace": ns},
                                                   "target": {"apiVersion": "v1", "kind": "Node", "name": target}}, ns)
+            self.assumed[key] = target
         except ApiError as e:
             if e.code not in (404, 409):
                 raise

@@ -46,6 +46,7 @@ class Api:
         self.alloc = Allocators(service_cidr)
         self.alloc.load(store.list("/services"))
         self.owners: dict[str, set[tuple[str, str, str]]] = {}
+        self.uids: set[str] = set()  # every live object's uid: owners that exist
         for bucket, objs in list(store.buckets.items()):
             for o in objs.values():
                 self._index(bucket, o)
@@ -64,6 +65,7 @@ class Api:
     def _index(self, bucket: str, obj: dict, remove: bool = False) -> None:
         md = obj["metadata"]
         ref = (bucket, md.get("namespace", ""), md["name"])
+        (self.uids.discard if remove else self.uids.add)(md.get("uid", ""))
         for o in md.get("ownerReferences") or []:
             s = self.owners.setdefault(o.get("uid", ""), set())
             if remove:
@@ -157,7 +159,13 @@ class Api:
         self._admit(res, obj, None)
         if res.key == CRD_BUCKET:
             self._register_crd(obj)
-        return self._put(res, obj, "ADDED", None)
+        out = self._put(res, obj, "ADDED", None)
+        refs = md.get("ownerReferences") or []
+        if refs and not any(r.get("uid") in self.uids for r in refs):
+            # every owner is already gone (a controller acting on a stale cache): collect
+            # the dependent at once, as Kubernetes' garbage collector does
+            self.delete(res, md.get("namespace", ""), md["name"])
+        return out
 
     def _admit(self, res: Resource, obj: dict, old: dict | None) -> None:
         causes = admission.admit(res.key, obj, old, legacy=res.group == "extensions")

@@ -121,6 +121,10 @@ class Server:
         raw = await request.read()
         if not raw:
             return {}
+        if "protobuf" in (request.content_type or ""):
+            raise errors.ApiError(415, "UnsupportedMediaType", "the lab API server speaks JSON and YAML, not "
+                                  "protobuf; use 'kubectl apply -f' (or 'trellis apply') instead of typed "
+                                  "generators such as 'kubectl create deployment' or 'kubectl run'")
         if "yaml" in (request.content_type or ""):
             return yaml.safe_load(raw)
         return json.loads(raw)
@@ -372,7 +376,7 @@ def listen_socket(addr: str, netns: str | None = None) -> socket.socket:
 
 async def serve(args) -> None:
     os.makedirs(args.state_dir, exist_ok=True)
-    store = Store(os.path.join(args.state_dir, "api.sqlite"))
+    store = Store(os.path.join(args.state_dir, "api.sqlite"), window=args.watch_window)
     api = Api(store, args.service_cidr)
     for ns in store.list("/namespaces"):
         if ns["metadata"].get("deletionTimestamp"):
@@ -407,6 +411,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--netns-listen", action="append", default=[], help="NETNS=IP:PORT (repeatable)")
     p.add_argument("--service-cidr", default="10.96.0.0/16")
     p.add_argument("--ready-file", help="written with the bound addresses once listening")
+    p.add_argument("--watch-window", type=int, default=50_000,
+                   help="events kept for watches to resume from; older versions get 410 Gone")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s apiserver %(levelname)s %(message)s")
     asyncio.run(serve(args))
