@@ -40,7 +40,7 @@ def client_for(args) -> KubeClient:
 
 def cmd_lab_up(args) -> int:
     t0 = time.monotonic()
-    cfg = topology.up(lab_name(args), args.nodes, args.cni, progress, args.timeout)
+    cfg = topology.up(lab_name(args), args.nodes, args.cni, progress, args.timeout, args.routing)
     progress(f"lab {cfg.name!r} is up with {cfg.nodes} nodes in {time.monotonic() - t0:.1f}s")
     print(f"kubectl --kubeconfig {cfg.kubeconfig} get nodes -o wide")
     return 0
@@ -69,7 +69,8 @@ def cmd_lab_status(args) -> int:
     rows = []
     for comp, pid in comps.items():
         where = "root (127.0.0.1)" if comp == "apiserver" else (
-            cfg.ns("master") if comp == "controller-manager" else cfg.ns(comp.removeprefix("kubelet-")))
+            cfg.ns("master") if comp in ("controller-manager", "trellis-controller")
+            else cfg.ns(comp.split("-", 1)[1]))
         rows.append([comp, where, pid or "-", "running" if pid else "NOT RUNNING"])
     output.table(["COMPONENT", "NETNS", "PID", "STATUS"], rows)
     return 0 if up else 1
@@ -239,8 +240,10 @@ def build_parser() -> argparse.ArgumentParser:
     up = lsub.add_parser("up", help="start a lab cluster and wait until every node is Ready")
     lab_arg(up, "--name")
     up.add_argument("--nodes", type=int, default=3, help="number of nodes (default 3)")
-    up.add_argument("--cni", default="reference", choices=["reference", "trellis"],
-                    help="pod network plugin (default: reference bridge+host-local)")
+    up.add_argument("--cni", default="trellis", choices=["trellis", "reference"],
+                    help="pod network: trellis (routed pods, default) or Debian's reference bridge+host-local")
+    up.add_argument("--routing", default="vxlan", choices=["vxlan", "direct"],
+                    help="between nodes (trellis CNI): vxlan overlay (default) or direct routes on the underlay")
     up.add_argument("--timeout", type=float, default=120, help="seconds to wait for readiness")
     up.set_defaults(fn=cmd_lab_up)
     dn = lsub.add_parser("down", help="remove a lab: processes, namespaces, files")
@@ -297,6 +300,13 @@ def build_parser() -> argparse.ArgumentParser:
     lab_arg(dm)
     dm.add_argument("--nodes", type=int, default=3)
     dm.set_defaults(fn=cmd_demo)
+    ag = sub.add_parser("agent", help="run the node agent (DaemonSet on a cluster; started by the lab)",
+                        add_help=False)
+    ag.add_argument("rest", nargs=argparse.REMAINDER)
+    ag.set_defaults(fn=lambda a: __import__("trellis.agent.main", fromlist=["main"]).main(a.rest))
+    co = sub.add_parser("controller", help="run the cluster controller (pod blocks, VTEP data)", add_help=False)
+    co.add_argument("rest", nargs=argparse.REMAINDER)
+    co.set_defaults(fn=lambda a: __import__("trellis.controller.main", fromlist=["main"]).main(a.rest))
     v = sub.add_parser("version", help="print the version")
     v.set_defaults(fn=lambda a: print(__import__("trellis").__version__) or 0)
     return p

@@ -52,7 +52,8 @@ class LabConfig:
     name: str
     nodes: int
     api_port: int
-    cni: str = "reference"
+    cni: str = "trellis"
+    routing: str = "vxlan"
     created: float = field(default_factory=time.time)
 
     @property
@@ -128,7 +129,10 @@ def _spawn(cfg: LabConfig, component: str, argv: list[str], netns: str | None = 
 def components(cfg: LabConfig) -> dict[str, int | None]:
     out: dict[str, int | None] = {}
     pid_dir = os.path.join(cfg.dir, "pids")
-    for comp in ["apiserver", "controller-manager"] + [f"kubelet-{n}" for n in cfg.node_names()]:
+    comps = ["apiserver", "controller-manager"] + [f"kubelet-{n}" for n in cfg.node_names()]
+    if cfg.cni == "trellis":
+        comps += ["trellis-controller"] + [f"agent-{n}" for n in cfg.node_names()]
+    for comp in comps:
         try:
             with open(os.path.join(pid_dir, f"{comp}.pid")) as f:
                 pid = int(f.read())
@@ -188,19 +192,21 @@ def _wire(cfg: LabConfig, member_ns: str, port: str, ip: str) -> tuple[list[str]
     return under, member
 
 
-def up(name: str, nodes: int = 3, cni: str = "reference", progress: Progress = lambda s: None,
-       timeout: float = 90) -> LabConfig:
+def up(name: str, nodes: int = 3, cni: str = "trellis", progress: Progress = lambda s: None,
+       timeout: float = 90, routing: str = "vxlan") -> LabConfig:
     if not NAME_RE.match(name):
         raise LabError(f"lab name {name!r}: must be 1-15 characters of a-z, 0-9 and '-', starting with a letter")
     if not 1 <= nodes <= 100:
         raise LabError(f"--nodes {nodes}: must be between 1 and 100")
     if cni not in ("reference", "trellis"):
         raise LabError(f"--cni {cni!r}: must be 'trellis' or 'reference'")
+    if routing not in ("vxlan", "direct"):
+        raise LabError(f"--routing {routing!r}: must be 'vxlan' or 'direct'")
     if os.path.exists(os.path.join(lab_dir(name), "lab.json")) or owned_netns(name):
         raise LabError(f"lab {name!r} already exists; run 'trellis lab down --name {name}' first")
     if os.geteuid() != 0:
         raise LabError("the lab needs root (it creates network namespaces)")
-    cfg = LabConfig(name, nodes, free_port(), cni)
+    cfg = LabConfig(name, nodes, free_port(), cni, routing)
     os.makedirs(cfg.dir, exist_ok=True)
     cfg.save()
     try:
@@ -241,6 +247,13 @@ def _build(cfg: LabConfig, progress: Progress, timeout: float) -> None:
     progress("starting the scheduler and controllers")
     _spawn(cfg, "controller-manager", [py, "-m", "trellis.lab.controllermanager", "--server", server],
            cfg.ns("master"))
+    if cfg.cni == "trellis":
+        progress("starting the trellis controller")
+        _spawn(cfg, "trellis-controller", [py, "-m", "trellis.controller.main", "--server", server,
+                                           "--cluster-cidr", POD_CIDR], cfg.ns("master"))
+        progress(f"starting {cfg.nodes} trellis agents ({cfg.routing})")
+        for i in range(1, cfg.nodes + 1):
+            start_agent(cfg, i)
     progress(f"starting {cfg.nodes} kubelets (CNI: {cfg.cni})")
     for i, node in enumerate(cfg.node_names(), start=1):
         start_kubelet(cfg, i)
@@ -253,7 +266,8 @@ def _build(cfg: LabConfig, progress: Progress, timeout: float) -> None:
         except ApiError:
             return False
         ready = {n["metadata"]["name"] for n in items if any(
-            c["type"] == "Ready" and c["status"] == "True" for c in n.get("status", {}).get("conditions", []))}
+            c["type"] == "Ready" and c["status"] == "True" for c in n.get("status", {}).get("conditions", []))
+            and (cfg.cni != "trellis" or n.get("spec", {}).get("podCIDR"))}
         progress(f"nodes ready: {len(ready & want)}/{len(want)}")
         return want <= ready
     _wait(nodes_ready, max(timeout - (time.monotonic() - t0), 10), "all nodes to be Ready", cfg)
@@ -264,17 +278,50 @@ def node_dir(cfg: LabConfig, node: str) -> str:
     return os.path.join(cfg.dir, "nodes", node)
 
 
-def start_kubelet(cfg: LabConfig, i: int) -> None:
+def agent_socket(cfg: LabConfig, node: str) -> str:
+    return os.path.join(node_dir(cfg, node), "agent.sock")
+
+
+def start_agent(cfg: LabConfig, i: int) -> None:
+    node = f"node-{i}"
+    _spawn(cfg, f"agent-{node}", [sys.executable, "-m", "trellis.agent.main", "--node", node,
+                                  "--server", f"http://{MASTER_IP}:{API_PORT}", "--state-dir", node_dir(cfg, node),
+                                  "--socket", agent_socket(cfg, node), "--mode", cfg.routing,
+                                  "--cluster-cidr", POD_CIDR], cfg.ns(node))
+
+
+def cni_bin_dirs(cfg: LabConfig) -> list[str]:
+    """The lab's plugin dir holds ``trellis`` (-> trellis-cni); then Debian's reference plugins."""
+    d = os.path.join(cfg.dir, "cni-bin")
+    os.makedirs(d, exist_ok=True)
+    link = os.path.join(d, "trellis")
+    if not os.path.exists(link):
+        exe = shutil.which("trellis-cni") or os.path.join(os.path.dirname(sys.executable), "trellis-cni")
+        os.symlink(exe, link)
+    return [d, "/usr/lib/cni"]
+
+
+def write_conflist(cfg: LabConfig, i: int) -> str:
     node = f"node-{i}"
     conf_dir = os.path.join(node_dir(cfg, node), "cni", "net.d")
     os.makedirs(conf_dir, exist_ok=True)
-    conf = reference_conflist(f"{cfg.name}-pods", f"10.244.{i}.0/24", os.path.join(node_dir(cfg, node), "ipam"))
+    if cfg.cni == "trellis":
+        conf = {"cniVersion": "1.0.0", "name": "trellis", "plugins": [
+            {"type": "trellis", "socket": agent_socket(cfg, node)}]}
+    else:
+        conf = reference_conflist(f"{cfg.name}-pods", f"10.244.{i}.0/24", os.path.join(node_dir(cfg, node), "ipam"))
     with open(os.path.join(conf_dir, "10-trellis.conflist"), "w") as f:
         json.dump(conf, f, indent=2)
+    return conf_dir
+
+
+def start_kubelet(cfg: LabConfig, i: int) -> None:
+    node = f"node-{i}"
+    conf_dir = write_conflist(cfg, i)
     _spawn(cfg, f"kubelet-{node}", [sys.executable, "-m", "trellis.lab.kubelet.kubelet", "--lab", cfg.name,
                                     "--node", node, "--node-ip", node_ip(i),
                                     "--server", f"http://{MASTER_IP}:{API_PORT}", "--state-dir", cfg.dir,
-                                    "--cni-conf-dir", conf_dir, "--cni-bin-dir", "/usr/lib/cni"],
+                                    "--cni-conf-dir", conf_dir, "--cni-bin-dir", ":".join(cni_bin_dirs(cfg))],
            cfg.ns(node))
 
 

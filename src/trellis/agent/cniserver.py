@@ -1,0 +1,98 @@
+"""The agent's side of trellis-cni: a unix socket, one JSON request and reply per connection.
+
+Request: ``{"command", "containerID", "netns", "ifName", "args", "config"}``.
+Reply: ``{"result": {...}}`` or ``{"error": {"code", "msg", "details"}}`` with
+CNI error codes. Each connection is served on its own thread, so parallel ADDs
+run in parallel (the IPAM store serializes allocation itself).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import threading
+from typing import Callable
+
+from trellis.agent.dataplane import CNIFailure, PodNetwork, Request
+from trellis.kernel.netns import KernelError
+
+log = logging.getLogger("trellis.agent.cni")
+
+
+class CNIServer:
+    def __init__(self, path: str, network: Callable[[], PodNetwork | None], status: Callable[[], str | None]) -> None:
+        self.path, self.network, self.status = path, network, status
+        self.sock: socket.socket | None = None
+
+    def start(self) -> None:
+        os.makedirs(os.path.dirname(self.path), exist_ok=True)
+        try:
+            os.unlink(self.path)
+        except FileNotFoundError:
+            pass
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.bind(self.path)
+        os.chmod(self.path, 0o600)
+        self.sock.listen(256)
+        threading.Thread(target=self._accept, daemon=True, name="cni-accept").start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        with conn:
+            try:
+                buf = b""
+                while not buf.endswith(b"\n"):
+                    chunk = conn.recv(65536)
+                    if not chunk:
+                        break
+                    buf += chunk
+                reply = self.handle(json.loads(buf))
+            except ValueError as e:
+                reply = {"error": {"code": 7, "msg": f"bad request from trellis-cni: {e}"}}
+            conn.sendall(json.dumps(reply).encode() + b"\n")
+
+    def handle(self, msg: dict) -> dict:
+        cmd = msg.get("command", "")
+        try:
+            if cmd == "STATUS":
+                why = self.status()
+                if why:
+                    raise CNIFailure(50, f"the trellis agent is not ready: {why}")
+                return {"result": {}}
+            net = self.network()
+            if net is None:
+                raise CNIFailure(11, f"the trellis agent is not ready yet: {self.status()}", "try again later")
+            req = Request(cmd, msg.get("containerID", ""), msg.get("netns", ""), msg.get("ifName", ""),
+                          msg.get("args") or {}, msg.get("config") or {})
+            if cmd == "ADD":
+                return {"result": net.add(req)}
+            if cmd == "DEL":
+                net.delete(req)
+                return {"result": {}}
+            if cmd == "CHECK":
+                net.check(req)
+                return {"result": {}}
+            if cmd == "GC":
+                valid = req.config.get("cni.dev/valid-attachments") or []
+                keep = {(a.get("containerID"), a.get("ifname")) for a in valid}
+                gone = net.gc(keep)
+                return {"result": {"released": [r.ip for r in gone]}}
+            raise CNIFailure(4, f"unknown CNI_COMMAND {cmd!r}")
+        except CNIFailure as e:
+            log.warning("%s %s: %s", cmd, msg.get("containerID", ""), e.msg)
+            return {"error": {"code": e.code, "msg": e.msg, "details": e.details}}
+        except KernelError as e:
+            log.warning("%s %s: %s", cmd, msg.get("containerID", ""), e)
+            return {"error": {"code": 999, "msg": str(e)}}
+
+    def stop(self) -> None:
+        if self.sock:
+            self.sock.close()

@@ -1,0 +1,150 @@
+"""Routed pod networking on a node: what CNI ADD, DEL, CHECK and GC do.
+
+ADD reads as a story: validate -> allocate an IP -> veth into the pod ->
+host side (proxy ARP, /32 route) -> anti-spoofing element -> result. Each
+step registers its undo; a failure undoes what was done, in reverse, so a
+failed ADD leaks no IP, link, route or nft element. DEL is idempotent: a
+missing namespace or link is success and the IP is released anyway.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import threading
+from dataclasses import dataclass, field
+
+from trellis.agent import nettable
+from trellis.agent.ipam import Allocator, IPAMError, Reservation
+from trellis.kernel import netlink, nft
+from trellis.kernel.netns import KernelError
+
+log = logging.getLogger("trellis.agent.dataplane")
+GATEWAY = "169.254.1.1"
+
+
+class CNIFailure(Exception):
+    """An error to report to the runtime with a CNI error code."""
+
+    def __init__(self, code: int, msg: str, details: str = "") -> None:
+        super().__init__(msg)
+        self.code, self.msg, self.details = code, msg, details
+
+
+@dataclass
+class Request:
+    command: str
+    container_id: str
+    netns: str
+    ifname: str
+    args: dict[str, str] = field(default_factory=dict)
+    config: dict = field(default_factory=dict)
+
+    @property
+    def pod(self) -> str:
+        ns, name = self.args.get("K8S_POD_NAMESPACE"), self.args.get("K8S_POD_NAME")
+        return f"{ns}/{name}" if ns and name else ""
+
+
+def host_ifname(container_id: str, ifname: str) -> str:
+    return nettable.HOST_IF_PREFIX + hashlib.sha1(f"{container_id}/{ifname}".encode()).hexdigest()[:12]
+
+
+class PodNetwork:
+    def __init__(self, allocator: Allocator, mtu: int, cluster_cidr: str) -> None:
+        self.ipam, self.mtu, self.cluster_cidr = allocator, mtu, cluster_cidr
+        self._locks: dict[str, threading.Lock] = {}
+        self._guard = threading.Lock()
+
+    def _lock(self, key: str) -> threading.Lock:
+        with self._guard:
+            return self._locks.setdefault(key, threading.Lock())
+
+    def result(self, req: Request, r: Reservation, mac: str) -> dict:
+        return {"cniVersion": req.config.get("cniVersion", "1.0.0"),
+                "interfaces": [{"name": req.ifname, "mac": mac, "sandbox": req.netns}],
+                "ips": [{"address": f"{r.ip}/32", "gateway": GATEWAY, "interface": 0}],
+                "routes": [{"dst": "0.0.0.0/0", "gw": GATEWAY}], "dns": {}}
+
+    # -- ADD --
+    def add(self, req: Request) -> dict:
+        if not req.netns or not os.path.exists(req.netns):
+            raise CNIFailure(3 if req.netns else 4, f"network namespace {req.netns or '(CNI_NETNS unset)'} "
+                             "does not exist", f"container {req.container_id}")
+        with self._lock(f"{req.container_id}/{req.ifname}"):
+            host_if = host_ifname(req.container_id, req.ifname)
+            held = self.ipam.find(req.container_id, req.ifname)
+            if held is not None:
+                now = netlink.pod_interface(req.netns, req.ifname)
+                if now and f"{held.ip}/32" in now["addrs"] and netlink.get_link(host_if):
+                    return self.result(req, held, now["mac"])  # a repeated ADD: same answer
+            with contextlib.ExitStack() as undo:
+                try:
+                    r = self.ipam.allocate(req.container_id, req.ifname, req.pod, req.netns)
+                except IPAMError as e:
+                    raise CNIFailure(11 if "no free" in str(e) else 999, str(e)) from None
+                undo.callback(self.ipam.release, req.container_id, req.ifname)
+                try:
+                    netlink.delete_link(host_if)  # a half-made veth of an earlier failed ADD
+                    mac = netlink.create_pod_veth(host_if, req.netns, req.ifname, r.ip, self.mtu, GATEWAY)
+                    undo.callback(netlink.delete_link, host_if)
+                    netlink.write_sysctl(f"net/ipv4/conf/{host_if}/proxy_arp", "1")
+                    netlink.write_sysctl(f"net/ipv4/neigh/{host_if}/proxy_delay", "0")
+                    netlink.replace_route(netlink.Route(f"{r.ip}/32", host_if))
+                    nft.apply(nettable.add_pod(host_if, r.ip), f"anti-spoofing element for {req.pod or r.ip}")
+                except KernelError as e:
+                    raise CNIFailure(999, f"wiring pod {req.pod or req.container_id} ({r.ip}, {host_if}): {e}") from None
+                undo.pop_all()
+            log.info("ADD %s %s -> %s via %s", req.pod or req.container_id, req.ifname, r.ip, host_if)
+            return self.result(req, r, mac)
+
+    # -- DEL --
+    def delete(self, req: Request) -> None:
+        with self._lock(f"{req.container_id}/{req.ifname}"):
+            host_if = host_ifname(req.container_id, req.ifname)
+            r = self.ipam.release(req.container_id, req.ifname)
+            netlink.delete_link(host_if)  # takes the pod end and the /32 route with it
+            if r is not None:
+                try:
+                    nft.apply(nettable.delete_pod(host_if, r.ip), "remove anti-spoofing element")
+                except KernelError:
+                    pass  # already gone: DEL is idempotent
+            log.info("DEL %s %s (released %s)", req.pod or req.container_id, req.ifname, r.ip if r else "nothing")
+
+    # -- CHECK --
+    def check(self, req: Request) -> None:
+        held = self.ipam.find(req.container_id, req.ifname)
+        if held is None:
+            raise CNIFailure(999, f"no address is allocated to container {req.container_id} {req.ifname}")
+        host_if = host_ifname(req.container_id, req.ifname)
+        if netlink.get_link(host_if) is None:
+            raise CNIFailure(999, f"host interface {host_if} of {req.pod or req.container_id} is missing")
+        now = netlink.pod_interface(req.netns, req.ifname)
+        if now is None or f"{held.ip}/32" not in now["addrs"]:
+            raise CNIFailure(999, f"{req.ifname} in {req.netns} does not hold {held.ip}/32 (has {now})")
+        if not any(dst is None and gw == GATEWAY for dst, _, gw in now["routes"]):
+            raise CNIFailure(999, f"{req.ifname} in {req.netns} has no default route via {GATEWAY}")
+        prev = (req.config.get("prevResult") or {}).get("ips") or []
+        if prev and prev[0].get("address") != f"{held.ip}/32":
+            raise CNIFailure(999, f"prevResult says {prev[0].get('address')}, the pod holds {held.ip}/32")
+
+    # -- GC --
+    def gc(self, keep: set[tuple[str, str]]) -> list[Reservation]:
+        gone = self.ipam.gc(keep)
+        for r in gone:
+            host_if = host_ifname(r.container_id, r.ifname)
+            netlink.delete_link(host_if)
+            with contextlib.suppress(KernelError):
+                nft.apply(nettable.delete_pod(host_if, r.ip), "remove anti-spoofing element")
+            log.info("GC released %s of %s (%s)", r.ip, r.pod or r.container_id, r.ifname)
+        return gone
+
+    # -- restart --
+    def restore(self) -> None:
+        """After an agent restart: the table and /32 routes again, from the IPAM store."""
+        pods = [(host_ifname(r.container_id, r.ifname), r.ip) for r in self.ipam.store.all()]
+        live = [(h, ip) for h, ip in pods if netlink.get_link(h) is not None]
+        nft.apply(nettable.render(self.cluster_cidr, live), "restore the pod network table")
+        for h, ip in live:
+            netlink.replace_route(netlink.Route(f"{ip}/32", h))

@@ -1,0 +1,144 @@
+"""``trellis agent``: the node agent (one per node; a DaemonSet on a real cluster).
+
+It serves trellis-cni over a unix socket, owns the node's pod block (IPAM),
+wires pods (routed veths, proxy ARP, anti-spoofing, masquerade) and keeps the
+routes to other nodes' blocks. Nothing it needs lives only in its memory: the
+kernel keeps links, routes and rules, the IPAM store is on disk, the node data
+is in the API. So pods keep connectivity while the agent is down, and on start
+it reconciles instead of rebuilding.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+
+from trellis.agent.cniserver import CNIServer
+from trellis.agent.dataplane import GATEWAY, PodNetwork
+from trellis.agent.ipam import Allocator, DiskStore
+from trellis.agent.routing import VXLAN_DEV, Routing
+from trellis.agent import nettable
+from trellis.kernel import netlink, nft
+from trellis.kernel.netns import KernelError
+from trellis.kube.client import KubeClient
+from trellis.kube.informer import Informer, WorkQueue
+
+log = logging.getLogger("trellis.agent")
+
+
+class Agent:
+    def __init__(self, client: KubeClient, node: str, state_dir: str, socket_path: str, mode: str,
+                 cluster_cidr: str, underlay_dev: str = "eth0", resync: float = 10.0) -> None:
+        self.client, self.node, self.state_dir, self.cluster_cidr = client, node, state_dir, cluster_cidr
+        self.routing = Routing(node, mode, underlay_dev)
+        self.resync = resync
+        self.network: PodNetwork | None = None
+        self.why_not_ready = "waiting for this node's pod CIDR and VTEP address from the controller"
+        self.nodes = Informer(client, "v1", "nodes")
+        self.pods = Informer(client, "v1", "pods", field_selector=f"spec.nodeName={node}")
+        self.queue = WorkQueue()
+        self.server = CNIServer(socket_path, lambda: self.network, lambda: None if self.network else self.why_not_ready)
+        self.stop = threading.Event()
+        self.heartbeat = 0.0
+
+    def _me(self) -> dict | None:
+        return self.nodes.get("", self.node)
+
+    def _ensure_network(self) -> None:
+        me = self._me()
+        block = (me or {}).get("spec", {}).get("podCIDR")
+        if not block or self.network is not None:
+            return
+        # NOTE: proxy ARP only answers for an address the node has a route to; nodes need
+        # no default route, so give the gateway address one (never used to send).
+        netlink.replace_route(netlink.Route(f"{GATEWAY}/32", self.routing.underlay_dev))
+        store = DiskStore(os.path.join(self.state_dir, "ipam", block.replace("/", "_")))
+        net = PodNetwork(Allocator(block, store), self.routing.pod_mtu(), self.cluster_cidr)
+        net.restore()
+        self.network = net
+        log.info("node %s: pod block %s, mode %s, pod MTU %d; ready for pods", self.node, block,
+                 self.routing.mode, net.mtu)
+
+    def sync(self) -> None:
+        state = self.routing.reconcile(self.nodes.items())
+        if state.get("ready"):
+            self._ensure_network()
+        self.heartbeat = time.time()
+
+    def gc_pods(self) -> None:
+        """Release addresses whose pod is gone from this node and whose namespace no longer exists."""
+        if self.network is None or not self.pods.synced.is_set():
+            return
+        live = {f"{p['metadata']['namespace']}/{p['metadata']['name']}" for p in self.pods.items()}
+        keep = {(r.container_id, r.ifname) for r in self.network.ipam.store.all()
+                if (r.pod and r.pod in live) or (r.netns and os.path.exists(r.netns))}
+        self.network.gc(keep)
+
+    def run(self) -> None:
+        self.server.start()
+        self.nodes.add_handler(lambda *a: self.queue.add("sync"))
+        self.nodes.start()
+        self.pods.start()
+        next_gc = time.monotonic() + 30
+        while not self.stop.is_set():
+            key = self.queue.get(timeout=self.resync)
+            try:
+                self.sync()  # on node events and every resync period
+                if time.monotonic() >= next_gc:
+                    self.gc_pods()
+                    next_gc = time.monotonic() + 30
+            except KernelError as e:
+                log.warning("reconcile failed (%s); retrying", e)
+                self.queue.add("sync", 1.0)
+            del key
+
+    def shutdown(self) -> None:
+        self.stop.set()
+        self.queue.add("sync")
+        self.server.stop()
+
+
+def cleanup() -> None:
+    """Remove everything the agent put in this namespace (for uninstall, not restart)."""
+    netlink.delete_link(VXLAN_DEV)
+    for r in netlink.owned_routes():
+        netlink.delete_route(r.dst)
+    for name in netlink.list_links(prefix=nettable.HOST_IF_PREFIX):
+        netlink.delete_link(name)
+    try:
+        nft.apply(f"table inet {nettable.TABLE}\ndelete table inet {nettable.TABLE}\n", "remove the table")
+    except KernelError:
+        pass
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="trellis agent", description="The trellis node agent.")
+    p.add_argument("--node", required=True, help="this node's name")
+    p.add_argument("--server", help="API server URL (default: in-cluster config)")
+    p.add_argument("--state-dir", required=True, help="where the IPAM store lives")
+    p.add_argument("--socket", required=True, help="unix socket for trellis-cni")
+    p.add_argument("--mode", default="vxlan", choices=["vxlan", "direct"])
+    p.add_argument("--cluster-cidr", default="10.244.0.0/16")
+    p.add_argument("--underlay-dev", default="eth0")
+    p.add_argument("--cleanup", action="store_true", help="remove trellis' links, routes and table, then exit")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format=f"%(asctime)s agent/{args.node} %(levelname)s %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    if args.cleanup:
+        cleanup()
+        return 0
+    from trellis.kube.client import in_cluster_config
+    client = KubeClient(args.server) if args.server else KubeClient(in_cluster_config())
+    agent = Agent(client, args.node, args.state_dir, args.socket, args.mode, args.cluster_cidr, args.underlay_dev)
+    signal.signal(signal.SIGTERM, lambda *_: agent.shutdown())
+    signal.signal(signal.SIGINT, lambda *_: agent.shutdown())
+    agent.run()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,100 @@
+"""``trellis controller``: one per cluster.
+
+Gives each Node a pod block from the cluster CIDR (``spec.podCIDR``, as
+kube-controller-manager's node IPAM does), and publishes what agents need to
+reach it: the VTEP MAC (annotation ``trellis.dev/vtep-mac``); the underlay IP is
+the Node's InternalIP. A deleted Node's block is free again, since the set of
+used blocks is read from the live Nodes.
+"""
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import logging
+import signal
+import sys
+import threading
+
+from trellis.agent.routing import VTEP_ANNOTATION, vtep_mac
+from trellis.kube.client import ApiError, KubeClient
+from trellis.kube.informer import Informer, WorkQueue
+
+log = logging.getLogger("trellis.controller")
+
+
+class NodeBlocks:
+    def __init__(self, client: KubeClient, nodes: Informer, cluster_cidr: str, block_prefix: int = 24) -> None:
+        self.client, self.nodes = client, nodes
+        self.cidr = ipaddress.ip_network(cluster_cidr)
+        self.prefix = block_prefix
+        self.queue = WorkQueue()
+        nodes.add_handler(lambda t, o, old: self.queue.add(o["metadata"]["name"]) if t != "DELETED" else None)
+        self.assigned: dict[str, str] = {}  # blocks handed out but maybe not seen in the cache yet
+
+    def _used(self) -> set[str]:
+        used = {n["spec"].get("podCIDR") for n in self.nodes.items() if n.get("spec", {}).get("podCIDR")}
+        live = {n["metadata"]["name"] for n in self.nodes.items()}
+        self.assigned = {k: v for k, v in self.assigned.items() if k in live}
+        return used | set(self.assigned.values())
+
+    def free_block(self, name: str) -> str:
+        used = self._used()
+        # prefer the block matching a node's number (node-3 -> 10.244.3.0/24): easy to read in a lab
+        tail = name.rsplit("-", 1)[-1]
+        subnets = list(self.cidr.subnets(new_prefix=self.prefix))
+        if tail.isdigit() and 0 < int(tail) < len(subnets) and str(subnets[int(tail)]) not in used:
+            return str(subnets[int(tail)])
+        for s in subnets[1:]:
+            if str(s) not in used:
+                return str(s)
+        raise RuntimeError(f"cluster CIDR {self.cidr} has no free /{self.prefix} block for node {name}")
+
+    def sync(self, name: str) -> None:
+        node = self.nodes.get("", name)
+        if node is None:
+            return
+        patch: dict = {}
+        if not node.get("spec", {}).get("podCIDR"):
+            block = self.free_block(name)
+            self.assigned[name] = block
+            patch["spec"] = {"podCIDR": block, "podCIDRs": [block]}
+        if (node["metadata"].get("annotations") or {}).get(VTEP_ANNOTATION) != vtep_mac(name):
+            patch["metadata"] = {"annotations": {VTEP_ANNOTATION: vtep_mac(name)}}
+        if patch:
+            self.client.patch("v1", "nodes", name, patch)
+            log.info("node %s: %s", name, patch)
+
+    def run(self, stop: threading.Event) -> None:
+        while not stop.is_set():
+            name = self.queue.get(0.5)
+            if name is None:
+                continue
+            try:
+                self.sync(name)
+            except (ApiError, RuntimeError) as e:
+                log.warning("node %s: %s (retrying)", name, e)
+                self.queue.add(name, 1.0)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="trellis controller", description="The trellis cluster controller.")
+    p.add_argument("--server", help="API server URL (default: in-cluster config)")
+    p.add_argument("--cluster-cidr", default="10.244.0.0/16")
+    p.add_argument("--block-prefix", type=int, default=24)
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s controller %(levelname)s %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    from trellis.kube.client import in_cluster_config
+    client = KubeClient(args.server) if args.server else KubeClient(in_cluster_config())
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    nodes = Informer(client, "v1", "nodes").start()
+    blocks = NodeBlocks(client, nodes, args.cluster_cidr, args.block_prefix)
+    threading.Thread(target=blocks.run, args=(stop,), daemon=True).start()
+    stop.wait()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
