@@ -52,8 +52,9 @@ def host_ifname(container_id: str, ifname: str) -> str:
 
 
 class PodNetwork:
-    def __init__(self, allocator: Allocator, mtu: int, cluster_cidr: str) -> None:
-        self.ipam, self.mtu, self.cluster_cidr = allocator, mtu, cluster_cidr
+    def __init__(self, allocator: Allocator, mtu: int, cluster_cidr: str, netns: str | None = None) -> None:
+        """``netns``: the node's namespace; None when the agent runs inside it (as deployed)."""
+        self.ipam, self.mtu, self.cluster_cidr, self.netns = allocator, mtu, cluster_cidr, netns
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
 
@@ -77,7 +78,7 @@ class PodNetwork:
             held = self.ipam.find(req.container_id, req.ifname)
             if held is not None:
                 now = netlink.pod_interface(req.netns, req.ifname)
-                if now and f"{held.ip}/32" in now["addrs"] and netlink.get_link(host_if):
+                if now and f"{held.ip}/32" in now["addrs"] and netlink.get_link(host_if, self.netns):
                     return self.result(req, held, now["mac"])  # a repeated ADD: same answer
             with contextlib.ExitStack() as undo:
                 try:
@@ -86,13 +87,13 @@ class PodNetwork:
                     raise CNIFailure(11 if "no free" in str(e) else 999, str(e)) from None
                 undo.callback(self.ipam.release, req.container_id, req.ifname)
                 try:
-                    netlink.delete_link(host_if)  # a half-made veth of an earlier failed ADD
-                    mac = netlink.create_pod_veth(host_if, req.netns, req.ifname, r.ip, self.mtu, GATEWAY)
-                    undo.callback(netlink.delete_link, host_if)
-                    netlink.write_sysctl(f"net/ipv4/conf/{host_if}/proxy_arp", "1")
-                    netlink.write_sysctl(f"net/ipv4/neigh/{host_if}/proxy_delay", "0")
-                    netlink.replace_route(netlink.Route(f"{r.ip}/32", host_if))
-                    nft.apply(nettable.add_pod(host_if, r.ip), f"anti-spoofing element for {req.pod or r.ip}")
+                    netlink.delete_link(host_if, self.netns)  # a half-made veth of an earlier failed ADD
+                    undo.callback(netlink.delete_link, host_if, self.netns)  # before: creation may fail half-way
+                    mac = netlink.create_pod_veth(host_if, req.netns, req.ifname, r.ip, self.mtu, GATEWAY, self.netns)
+                    netlink.write_sysctl(f"net/ipv4/conf/{host_if}/proxy_arp", "1", self.netns)
+                    netlink.write_sysctl(f"net/ipv4/neigh/{host_if}/proxy_delay", "0", self.netns)
+                    netlink.replace_route(netlink.Route(f"{r.ip}/32", host_if), self.netns)
+                    nft.apply(nettable.add_pod(host_if, r.ip), f"anti-spoofing element for {req.pod or r.ip}", self.netns)
                 except KernelError as e:
                     raise CNIFailure(999, f"wiring pod {req.pod or req.container_id} ({r.ip}, {host_if}): {e}") from None
                 undo.pop_all()
@@ -104,10 +105,10 @@ class PodNetwork:
         with self._lock(f"{req.container_id}/{req.ifname}"):
             host_if = host_ifname(req.container_id, req.ifname)
             r = self.ipam.release(req.container_id, req.ifname)
-            netlink.delete_link(host_if)  # takes the pod end and the /32 route with it
+            netlink.delete_link(host_if, self.netns)  # takes the pod end and the /32 route with it
             if r is not None:
                 try:
-                    nft.apply(nettable.delete_pod(host_if, r.ip), "remove anti-spoofing element")
+                    nft.apply(nettable.delete_pod(host_if, r.ip), "remove anti-spoofing element", self.netns)
                 except KernelError:
                     pass  # already gone: DEL is idempotent
             log.info("DEL %s %s (released %s)", req.pod or req.container_id, req.ifname, r.ip if r else "nothing")
@@ -118,7 +119,7 @@ class PodNetwork:
         if held is None:
             raise CNIFailure(999, f"no address is allocated to container {req.container_id} {req.ifname}")
         host_if = host_ifname(req.container_id, req.ifname)
-        if netlink.get_link(host_if) is None:
+        if netlink.get_link(host_if, self.netns) is None:
             raise CNIFailure(999, f"host interface {host_if} of {req.pod or req.container_id} is missing")
         now = netlink.pod_interface(req.netns, req.ifname)
         if now is None or f"{held.ip}/32" not in now["addrs"]:
@@ -134,9 +135,9 @@ class PodNetwork:
         gone = self.ipam.gc(keep)
         for r in gone:
             host_if = host_ifname(r.container_id, r.ifname)
-            netlink.delete_link(host_if)
+            netlink.delete_link(host_if, self.netns)
             with contextlib.suppress(KernelError):
-                nft.apply(nettable.delete_pod(host_if, r.ip), "remove anti-spoofing element")
+                nft.apply(nettable.delete_pod(host_if, r.ip), "remove anti-spoofing element", self.netns)
             log.info("GC released %s of %s (%s)", r.ip, r.pod or r.container_id, r.ifname)
         return gone
 
@@ -144,7 +145,7 @@ class PodNetwork:
     def restore(self) -> None:
         """After an agent restart: the table and /32 routes again, from the IPAM store."""
         pods = [(host_ifname(r.container_id, r.ifname), r.ip) for r in self.ipam.store.all()]
-        live = [(h, ip) for h, ip in pods if netlink.get_link(h) is not None]
-        nft.apply(nettable.render(self.cluster_cidr, live), "restore the pod network table")
+        live = [(h, ip) for h, ip in pods if netlink.get_link(h, self.netns) is not None]
+        nft.apply(nettable.render(self.cluster_cidr, live), "restore the pod network table", self.netns)
         for h, ip in live:
-            netlink.replace_route(netlink.Route(f"{ip}/32", h))
+            netlink.replace_route(netlink.Route(f"{ip}/32", h), self.netns)

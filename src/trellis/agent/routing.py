@@ -67,13 +67,13 @@ def peers(nodes: list[dict]) -> list[Peer]:
 
 
 class Routing:
-    def __init__(self, node: str, mode: str = "vxlan", underlay_dev: str = "eth0") -> None:
+    def __init__(self, node: str, mode: str = "vxlan", underlay_dev: str = "eth0", netns: str | None = None) -> None:
         if mode not in ("vxlan", "direct"):
             raise ValueError(f"routing mode {mode!r}: must be 'vxlan' or 'direct'")
-        self.node, self.mode, self.underlay_dev = node, mode, underlay_dev
+        self.node, self.mode, self.underlay_dev, self.netns = node, mode, underlay_dev, netns
 
     def pod_mtu(self) -> int:
-        link = netlink.get_link(self.underlay_dev)
+        link = netlink.get_link(self.underlay_dev, self.netns)
         base = link.mtu if link else 1500
         return base - VXLAN_OVERHEAD if self.mode == "vxlan" else base
 
@@ -89,46 +89,46 @@ class Routing:
         return self._direct(me, remote)
 
     def _sweep_routes(self, want: dict[str, netlink.Route]) -> tuple[int, int]:
-        have = {r.dst: r for r in netlink.owned_routes() if not r.dst.endswith("/32")}  # /32: pods, gateway
+        have = {r.dst: r for r in netlink.owned_routes(self.netns) if not r.dst.endswith("/32")}  # /32: pods, gateway
         added = removed = 0
         for dst, r in want.items():
             if have.get(dst) != r:
-                netlink.replace_route(r)
+                netlink.replace_route(r, self.netns)
                 added += 1
         for dst in set(have) - set(want):
-            netlink.delete_route(dst)
+            netlink.delete_route(dst, self.netns)
             removed += 1
         return added, removed
 
     def _vxlan(self, me: Peer, remote: list[Peer]) -> dict:
         if not me.mac:
             return {"ready": False}
-        netlink.ensure_vxlan(VXLAN_DEV, VNI, me.ip, self.underlay_dev, me.mac, self.pod_mtu())
+        netlink.ensure_vxlan(VXLAN_DEV, VNI, me.ip, self.underlay_dev, me.mac, self.pod_mtu(), netns=self.netns)
         block = ipaddress.ip_network(me.block)
-        netlink.ensure_address(VXLAN_DEV, f"{block.network_address}/32")
+        netlink.ensure_address(VXLAN_DEV, f"{block.network_address}/32", self.netns)
         usable = [p for p in remote if p.mac]
         want_neigh = {str(ipaddress.ip_network(p.block).network_address): p.mac for p in usable}
         want_fdb = {p.mac: p.ip for p in usable}
-        have_neigh = netlink.neighbours(VXLAN_DEV)
-        have_fdb = netlink.fdb_entries(VXLAN_DEV)
+        have_neigh = netlink.neighbours(VXLAN_DEV, self.netns)
+        have_fdb = netlink.fdb_entries(VXLAN_DEV, self.netns)
         changes = 0
         for ip, mac in want_neigh.items():  # 1. neighbours
             if have_neigh.get(ip) != mac:
-                netlink.replace_neigh(VXLAN_DEV, ip, mac)
+                netlink.replace_neigh(VXLAN_DEV, ip, mac, self.netns)
                 changes += 1
         for mac, dst in want_fdb.items():  # 2. FDB
             if have_fdb.get(mac) != dst:
-                netlink.replace_fdb(VXLAN_DEV, mac, dst)
+                netlink.replace_fdb(VXLAN_DEV, mac, dst, self.netns)
                 changes += 1
         routes = {p.block: netlink.Route(p.block, VXLAN_DEV, str(ipaddress.ip_network(p.block).network_address))
                   for p in usable}
         added, removed = self._sweep_routes(routes)  # 3. routes (and stale ones out)
         for ip in set(have_neigh) - set(want_neigh):
-            netlink.delete_neigh(VXLAN_DEV, ip)
+            netlink.delete_neigh(VXLAN_DEV, ip, self.netns)
             changes += 1
         for mac, dst in have_fdb.items():
             if want_fdb.get(mac) != dst:
-                netlink.delete_fdb(VXLAN_DEV, mac, dst)
+                netlink.delete_fdb(VXLAN_DEV, mac, dst, self.netns)
                 changes += 1
         if changes or added or removed:
             log.info("vxlan: %d peers; %d neighbour/fdb changes, %d routes set, %d removed",
@@ -136,7 +136,7 @@ class Routing:
         return {"ready": True, "peers": len(usable), "changes": changes + added + removed}
 
     def _direct(self, me: Peer, remote: list[Peer]) -> dict:
-        netlink.delete_link(VXLAN_DEV)  # switching modes: the overlay goes
+        netlink.delete_link(VXLAN_DEV, self.netns)  # switching modes: the overlay goes
         routes = {p.block: netlink.Route(p.block, self.underlay_dev, p.ip) for p in remote}
         added, removed = self._sweep_routes(routes)
         if added or removed:

@@ -302,14 +302,19 @@ def fdb_entries(dev: str, netns: str | None = None) -> dict[str, str]:
     return out
 
 
-def write_sysctl(key: str, value: str) -> None:
-    """A sysctl of the caller's own network namespace (the agent runs in its node's).
+def write_sysctl(key: str, value: str, netns: str | None = None) -> None:
+    """A per-namespace sysctl (the agent's own namespace when netns is None).
 
     ``key`` uses '/' separators (``net/ipv4/conf/<if>/proxy_arp``): interface names may hold dots.
+    /proc/sys/net shows the namespace of the thread that opens it, hence ``in_netns``.
     """
+    from trellis.kernel.netns import in_netns
     path = "/proc/sys/" + key
     try:
-        with open(path, "w") as f:
+        with in_netns(netns):
+            fd = os.open(path, os.O_WRONLY)
+        with os.fdopen(fd, "w") as f:
             f.write(value)
     except OSError as e:
-        raise KernelError(f"sysctl {key}={value}: {e.strerror}") from None
+        where = f" in netns {netns}" if netns else ""
+        raise KernelError(f"sysctl {key}={value}{where}: {e.strerror}") from None
