@@ -230,7 +230,18 @@ def ensure_vxlan(name: str, vni: int, local: str, underlay_dev: str, mac: str, m
                 ip.link("add", ifname=name, kind="vxlan", vxlan_id=vni, vxlan_local=local,
                         vxlan_link=_idx(ip, underlay_dev, netns), vxlan_port=port, vxlan_learning=0)
             idx = _idx(ip, name, netns)
-            ip.link("set", index=idx, address=mac, mtu=mtu, state="up")
+            link = ip.get_links(idx)[0]
+            # NOTE: setting the address, even to the same value, flushes the device's
+            # neighbours; change only what differs so a reconcile disturbs nothing.
+            changes = {}
+            if link.get_attr("IFLA_ADDRESS") != mac:
+                changes["address"] = mac
+            if link.get_attr("IFLA_MTU") != mtu:
+                changes["mtu"] = mtu
+            if not link["flags"] & 1:
+                changes["state"] = "up"
+            if changes:
+                ip.link("set", index=idx, **changes)
         except _PyNLError as e:
             raise NetlinkError(f"vxlan device {name} (vni {vni}, local {local})", netns, e) from None
 
