@@ -55,6 +55,11 @@ class LabConfig:
     cni: str = "trellis"
     routing: str = "vxlan"
     created: float = field(default_factory=time.time)
+    node_ids: list[int] = field(default_factory=list)  # nodes may join and leave after up
+
+    def __post_init__(self) -> None:
+        if not self.node_ids:
+            self.node_ids = list(range(1, self.nodes + 1))
 
     @property
     def dir(self) -> str:
@@ -72,7 +77,7 @@ class LabConfig:
         return f"{self.name}-{role}"
 
     def node_names(self) -> list[str]:
-        return [f"node-{i}" for i in range(1, self.nodes + 1)]
+        return [f"node-{i}" for i in self.node_ids]
 
     def save(self) -> None:
         with open(os.path.join(self.dir, "lab.json"), "w") as f:
@@ -252,10 +257,10 @@ def _build(cfg: LabConfig, progress: Progress, timeout: float) -> None:
         _spawn(cfg, "trellis-controller", [py, "-m", "trellis.controller.main", "--server", server,
                                            "--cluster-cidr", POD_CIDR], cfg.ns("master"))
         progress(f"starting {cfg.nodes} trellis agents ({cfg.routing})")
-        for i in range(1, cfg.nodes + 1):
+        for i in cfg.node_ids:
             start_agent(cfg, i)
     progress(f"starting {cfg.nodes} kubelets (CNI: {cfg.cni})")
-    for i, node in enumerate(cfg.node_names(), start=1):
+    for i in cfg.node_ids:
         start_kubelet(cfg, i)
     client = KubeClient(cfg.api_url)
     want = set(cfg.node_names())
@@ -345,6 +350,68 @@ def write_kubeconfig(cfg: LabConfig) -> str:
     with open(cfg.kubeconfig, "w") as f:
         f.write(text)
     return cfg.kubeconfig
+
+
+# ---- nodes joining and leaving ------------------------------------------------------
+
+def add_node(name: str, progress: Progress = lambda s: None, timeout: float = 30) -> str:
+    """A new node joins: namespace, underlay port, agent, kubelet; returns its name once Ready."""
+    cfg = load(name)
+    i = max(cfg.node_ids, default=0) + 1
+    if 10 + i >= 200:
+        raise LabError("no underlay address left for another node (172.31.0.200+ is the LoadBalancer pool)")
+    node = f"node-{i}"
+    kns.add(cfg.ns(node))
+    u, m = _wire(cfg, cfg.ns(node), f"to-{node}", node_ip(i))
+    kns.ip_batch(u, f"wire {node} to the underlay", cfg.ns("underlay"))
+    kns.ip_batch(m, f"address {node} on the underlay", cfg.ns(node))
+    kns.sysctl(cfg.ns(node), "net.ipv4.ip_forward", "1")
+    cfg.node_ids.append(i)
+    cfg.nodes = len(cfg.node_ids)
+    cfg.save()
+    if cfg.cni == "trellis":
+        start_agent(cfg, i)
+    start_kubelet(cfg, i)
+    client = KubeClient(cfg.api_url)
+
+    def ready() -> bool:
+        n = client.get_or_none("v1", "nodes", node)
+        return bool(n and n.get("spec", {}).get("podCIDR") or cfg.cni != "trellis") and any(
+            c["type"] == "Ready" and c["status"] == "True" for c in (n or {}).get("status", {}).get("conditions", []))
+    _wait(ready, timeout, f"{node} to be Ready", cfg, f"kubelet-{node}")
+    progress(f"{node} joined at {node_ip(i)}")
+    return node
+
+
+def remove_node(name: str, node: str, progress: Progress = lambda s: None) -> None:
+    """A node leaves for good: its processes and namespace go, and its Node object is deleted."""
+    cfg = load(name)
+    if node not in cfg.node_names():
+        raise LabError(f"lab {name!r} has no node {node!r} (it has {', '.join(cfg.node_names())})")
+    i = int(node.split("-")[1])
+    pids = []
+    for comp in (f"kubelet-{node}", f"agent-{node}"):
+        pid = components(cfg).get(comp)
+        if pid:
+            pids.append(pid)
+    _kill(pids, signal.SIGTERM)
+    _kill(_wait_gone(pids, 15), signal.SIGKILL)
+    for pid in kns.pids(cfg.ns(node)):
+        _kill([pid], signal.SIGKILL)
+    client = KubeClient(cfg.api_url)
+    for pod in client.list("v1", "pods", field_selector=f"spec.nodeName={node}")[0]:
+        client.delete("v1", "pods", pod["metadata"]["name"], pod["metadata"]["namespace"], grace_period=0)
+    client.delete("v1", "nodes", node)
+    kns.delete(cfg.ns(node))
+    cfg.node_ids.remove(i)
+    cfg.nodes = len(cfg.node_ids)
+    cfg.save()
+    for f in (f"kubelet-{node}.pid", f"agent-{node}.pid"):
+        try:
+            os.unlink(os.path.join(cfg.dir, "pids", f))
+        except FileNotFoundError:
+            pass
+    progress(f"{node} left; its Node object is deleted")
 
 
 # ---- down -------------------------------------------------------------------

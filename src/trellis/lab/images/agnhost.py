@@ -31,7 +31,19 @@ def _tcp_client(conn: socket.socket) -> None:
             data = conn.recv(4096)
         except socket.timeout:
             data = b""
-        if data[:4] in (b"GET ", b"HEAD", b"POST", b"PUT "):
+        if data.startswith(b"clientip"):  # who does the server see? (no NAT between pods)
+            conn.sendall(conn.getpeername()[0].encode() + b"\n")
+        elif data.startswith(b"echo"):  # echo until the client closes: a long-lived connection
+            conn.settimeout(None)
+            rest = data[5:]
+            if rest:
+                conn.sendall(rest)
+            while True:
+                chunk = conn.recv(4096)
+                if not chunk:
+                    break
+                conn.sendall(chunk)
+        elif data[:4] in (b"GET ", b"HEAD", b"POST", b"PUT "):
             body = name + b"\n"
             conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n"
                          b"Connection: close\r\n\r\n%s" % (len(body), body))
@@ -58,8 +70,8 @@ def serve_udp(port: int) -> None:
     s.bind(("0.0.0.0", port))
     name = hostname().encode() + b"\n"
     while True:
-        _, addr = s.recvfrom(2048)
-        s.sendto(name, addr)
+        data, addr = s.recvfrom(2048)
+        s.sendto(addr[0].encode() + b"\n" if data.startswith(b"clientip") else name, addr)
 
 
 def parse_ports(specs: list[str]) -> list[tuple[int, str]]:
@@ -92,18 +104,80 @@ def cmd_serve(args) -> int:
     return 0
 
 
+def cmd_hold(args) -> int:
+    """Keep one TCP connection and check an echo every 100 ms for --seconds; exit 1 on any loss."""
+    import time
+    host, _, port = args.target.rpartition(":")
+    try:
+        s = socket.create_connection((host, int(port)), timeout=2)
+        s.sendall(b"echo\n")
+        s.settimeout(args.timeout)
+        deadline, n = time.monotonic() + args.seconds, 0
+        while time.monotonic() < deadline:
+            msg = f"{n}\n".encode()
+            s.sendall(msg)
+            got = b""
+            while not got.endswith(b"\n"):
+                chunk = s.recv(64)
+                if not chunk:
+                    raise OSError("connection closed by the server")
+                got += chunk
+            if got != msg:
+                raise OSError(f"echo mismatch: sent {msg!r}, got {got!r}")
+            n += 1
+            time.sleep(0.1)
+        print(f"held {args.target} for {args.seconds}s, {n} echoes", flush=True)
+        return 0
+    except OSError as e:
+        print(f"hold {args.target}: {e}", flush=True)
+        return 1
+
+
+def probe_one(target: str, timeout: float, ask: bytes = b"hostname\n") -> str:
+    """``ip/icmp`` or ``host:port/tcp|udp``: the answer, or '' when unreachable."""
+    import subprocess
+    addr, _, proto = target.rpartition("/")
+    if proto == "icmp":
+        p = subprocess.run(["ping", "-c1", "-W", str(max(1, int(timeout))), addr], capture_output=True)
+        return "ok" if p.returncode == 0 else ""
+    host, _, port = addr.rpartition(":")
+    try:
+        if proto == "udp":
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+                s.settimeout(timeout)
+                s.sendto(ask, (host, int(port)))
+                return s.recvfrom(2048)[0].decode(errors="replace").strip()
+        with socket.create_connection((host, int(port)), timeout=timeout) as s:
+            s.sendall(ask)
+            s.settimeout(timeout)
+            return s.recv(4096).decode(errors="replace").strip() or "connected"
+    except OSError:
+        return ""
+
+
+def cmd_matrix(args) -> int:
+    """Probe many targets in parallel and print {target: answer} as JSON."""
+    import json
+    from concurrent.futures import ThreadPoolExecutor
+    with ThreadPoolExecutor(32) as pool:
+        answers = list(pool.map(lambda t: probe_one(t, args.timeout), args.targets))
+    print(json.dumps(dict(zip(args.targets, answers))), flush=True)
+    return 0
+
+
 def cmd_connect(args) -> int:
     host, _, port = args.target.rpartition(":")
     host = host.strip("[]")
+    ask = b"clientip\n" if args.ask == "clientip" else b"hostname\n"
     try:
         if args.protocol == "udp":
             s = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_DGRAM)
             s.settimeout(args.timeout)
-            s.sendto(b"hostname\n", (host, int(port)))
+            s.sendto(ask, (host, int(port)))
             data, _ = s.recvfrom(2048)
         else:
             s = socket.create_connection((host, int(port)), timeout=args.timeout)
-            s.sendall(b"hostname\n")
+            s.sendall(ask)
             r, _, _ = select.select([s], [], [], args.timeout)
             data = s.recv(4096) if r else b""
             if not data:
@@ -125,8 +199,17 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("target")
     c.add_argument("--protocol", choices=["tcp", "udp"], default="tcp")
     c.add_argument("--timeout", type=float, default=2.0)
+    c.add_argument("--ask", choices=["hostname", "clientip"], default="hostname",
+                   help="what to ask: the server's pod name, or the address it sees us as")
+    h = sub.add_parser("hold", help="hold one TCP connection, checking an echo every 100 ms")
+    h.add_argument("target")
+    h.add_argument("--seconds", type=float, default=10)
+    h.add_argument("--timeout", type=float, default=3.0)
+    m = sub.add_parser("matrix", help="probe targets (ip/icmp, host:port/tcp, host:port/udp); print JSON")
+    m.add_argument("targets", nargs="+")
+    m.add_argument("--timeout", type=float, default=1.5)
     args = p.parse_args(argv)
-    return cmd_serve(args) if args.cmd == "serve" else cmd_connect(args)
+    return {"serve": cmd_serve, "connect": cmd_connect, "hold": cmd_hold, "matrix": cmd_matrix}[args.cmd](args)
 
 
 if __name__ == "__main__":
