@@ -1,0 +1,245 @@
+#!/usr/bin/env python3
+"""CNI benchmarks: trellis-cni vs the reference bridge+host-local plugins, in the same run.
+
+- ADD and DEL latency (p50/p99), sequential, and 30 ADDs in parallel (wall time);
+- TCP throughput (iperf3): same node pod-to-pod vs a bare veth pair; across nodes over
+  VXLAN vs the underlay path between the nodes;
+- agent resident memory with 100 pods on its node (a real lab node).
+
+Everything runs in throwaway namespaces (prefix ``cb<hex>``) and is removed at the end.
+Run as root: ``.venv/bin/python bench/cni_bench.py``; the table goes to docs/bench-cni.md.
+"""
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "tests"))
+from trellis.kernel import netns as kns  # noqa: E402
+
+PREFIX = f"cb{uuid.uuid4().hex[:5]}"
+CNI_EXE = shutil.which("trellis-cni") or os.path.join(os.path.dirname(sys.executable), "trellis-cni")
+ROWS: list[tuple[str, str, str, str]] = []
+SEQ, PAR = 40, 30
+
+
+def row(what: str, trellis: str, reference: str, ratio: str) -> None:
+    ROWS.append((what, trellis, reference, ratio))
+    print(f"  {what:<44} {trellis:>14} {reference:>14} {ratio:>10}", flush=True)
+
+
+def pct(xs: list[float], p: float) -> float:
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(round(p / 100 * (len(xs) - 1))))]
+
+
+def sh(ns: str, *cmd: str, check: bool = True, **kw) -> subprocess.CompletedProcess:
+    p = subprocess.run(["ip", "netns", "exec", ns, *cmd], capture_output=True, text=True, **kw)
+    if check and p.returncode != 0:
+        raise RuntimeError(f"{cmd} in {ns}: {p.stderr}")
+    return p
+
+
+class Bench:
+    def __init__(self) -> None:
+        self.spaces: list[str] = []
+        self.procs: list[subprocess.Popen] = []
+        self.tmp = tempfile.mkdtemp(prefix="trellis-bench-")
+
+    def ns(self, role: str) -> str:
+        name = f"{PREFIX}-{role}"
+        kns.add(name)
+        self.spaces.append(name)
+        return name
+
+    def close(self) -> None:
+        for p in self.procs:
+            p.send_signal(signal.SIGTERM)
+            try:
+                p.wait(5)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        for n in reversed(self.spaces):
+            for pid in kns.pids(n):
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            kns.delete(n)
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    # -- plugins --
+    def start_agent_core(self, node_ns: str, block: str) -> str:
+        """The agent's CNI path (server + dataplane) running inside node_ns, as deployed."""
+        sock = os.path.join(self.tmp, f"{node_ns}.sock")
+        code = ("import sys,time;from trellis.agent.cniserver import CNIServer;"
+                "from trellis.agent.dataplane import PodNetwork;from trellis.agent.ipam import Allocator,DiskStore;"
+                f"n=PodNetwork(Allocator('{block}',DiskStore('{self.tmp}/ipam-{node_ns}')),1500,'10.244.0.0/16');"
+                f"n.restore();s=CNIServer('{sock}',lambda:n,lambda:None);s.start();print('ready',flush=True);"
+                "time.sleep(3600)")
+        p = subprocess.Popen(["nsenter", f"--net=/run/netns/{node_ns}", "--", sys.executable, "-c", code],
+                             stdout=subprocess.PIPE, text=True)
+        self.procs.append(p)
+        assert p.stdout.readline().strip() == "ready"
+        return sock
+
+    def cni(self, node_ns: str, exe: str, conf: dict, cmd: str, cid: str, pod_ns: str) -> float:
+        env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "CNI_COMMAND": cmd, "CNI_CONTAINERID": cid,
+               "CNI_NETNS": f"/run/netns/{pod_ns}", "CNI_IFNAME": "eth0", "CNI_PATH": "/usr/lib/cni"}
+        t0 = time.perf_counter()
+        p = subprocess.run(["nsenter", f"--net=/run/netns/{node_ns}", "--", exe], input=json.dumps(conf),
+                           capture_output=True, text=True, env=env)
+        dt = time.perf_counter() - t0
+        if p.returncode != 0:
+            raise RuntimeError(f"{exe} {cmd} {cid}: {p.stdout} {p.stderr}")
+        return dt
+
+
+def bench_latency(b: Bench) -> None:
+    tnode, rnode = b.ns("tnode"), b.ns("rnode")
+    sock = b.start_agent_core(tnode, "10.244.1.0/24")
+    tconf = {"cniVersion": "1.0.0", "name": "trellis", "type": "trellis", "socket": sock}
+    rconf = {"cniVersion": "1.0.0", "name": "ref", "type": "bridge", "bridge": "cni0", "isGateway": True,
+             "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.244.2.0/24"}]],
+                      "dataDir": os.path.join(b.tmp, "host-local")}}
+    results = {}
+    for label, node, exe, conf in (("trellis", tnode, CNI_EXE, tconf),
+                                   ("reference", rnode, "/usr/lib/cni/bridge", rconf)):
+        pods = [b.ns(f"{label[0]}p{i}") for i in range(SEQ)]
+        adds = [b.cni(node, exe, conf, "ADD", f"{label}{i}", pods[i]) for i in range(SEQ)]
+        dels = [b.cni(node, exe, conf, "DEL", f"{label}{i}", pods[i]) for i in range(SEQ)]
+        par_pods = [b.ns(f"{label[0]}q{i}") for i in range(PAR)]
+        t0 = time.perf_counter()
+        with concurrent.futures.ThreadPoolExecutor(PAR) as pool:
+            list(pool.map(lambda i: b.cni(node, exe, conf, "ADD", f"{label}par{i}", par_pods[i]), range(PAR)))
+        par = time.perf_counter() - t0
+        with concurrent.futures.ThreadPoolExecutor(PAR) as pool:
+            list(pool.map(lambda i: b.cni(node, exe, conf, "DEL", f"{label}par{i}", par_pods[i]), range(PAR)))
+        results[label] = (adds, dels, par)
+    (ta, td, tp), (ra, rd, rp) = results["trellis"], results["reference"]
+    ms = lambda x: f"{x * 1000:.1f} ms"  # noqa: E731
+    row("ADD p50 (sequential)", ms(pct(ta, 50)), ms(pct(ra, 50)), f"{pct(ta, 50) / pct(ra, 50):.2f}x")
+    row("ADD p99 (sequential)", ms(pct(ta, 99)), ms(pct(ra, 99)), f"{pct(ta, 99) / pct(ra, 99):.2f}x")
+    row("DEL p50 (sequential)", ms(pct(td, 50)), ms(pct(rd, 50)), f"{pct(td, 50) / pct(rd, 50):.2f}x")
+    row("DEL p99 (sequential)", ms(pct(td, 99)), ms(pct(rd, 99)), f"{pct(td, 99) / pct(rd, 99):.2f}x")
+    row(f"{PAR} ADDs in parallel, wall time", ms(tp), ms(rp), f"{tp / rp:.2f}x")
+
+
+def iperf(b: Bench, server_ns: str, client_ns: str, ip: str) -> float:
+    srv = subprocess.Popen(["ip", "netns", "exec", server_ns, "iperf3", "-s", "-1", "-B", ip],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(0.4)
+    out = sh(client_ns, "iperf3", "-c", ip, "-t", "3", "-J", timeout=30).stdout
+    srv.wait(10)
+    return json.loads(out)["end"]["sum_received"]["bits_per_second"] / 1e9
+
+
+def bench_throughput(b: Bench) -> None:
+    from trellis.agent.dataplane import PodNetwork, Request
+    from trellis.agent.ipam import Allocator, MemoryStore
+    from trellis.agent.routing import Routing, vtep_mac
+    # bare veth pair: the ceiling for one node
+    va, vb = b.ns("va"), b.ns("vb")
+    subprocess.run(["ip", "-n", va, "link", "add", "v0", "type", "veth", "peer", "name", "v0", "netns", vb], check=True)
+    for n, ip in ((va, "10.9.0.1"), (vb, "10.9.0.2")):
+        sh(n, "ip", "addr", "add", f"{ip}/24", "dev", "v0")
+        sh(n, "ip", "link", "set", "v0", "up")
+    veth = iperf(b, vb, va, "10.9.0.2")
+    # two nodes on an underlay bridge, trellis routing + pods
+    u = b.ns("u")
+    sh(u, "ip", "link", "add", "br0", "type", "bridge")
+    sh(u, "ip", "link", "set", "br0", "up")
+    nodes, objs = {}, []
+    for i in (1, 2):
+        n = b.ns(f"n{i}")
+        subprocess.run(["ip", "-n", u, "link", "add", f"p{i}", "type", "veth", "peer", "name", "eth0", "netns", n],
+                       check=True)
+        sh(u, "ip", "link", "set", f"p{i}", "master", "br0", "up")
+        sh(n, "ip", "addr", "add", f"172.31.99.{i}/24", "dev", "eth0")
+        sh(n, "ip", "link", "set", "eth0", "up")
+        sh(n, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+        nodes[i] = n
+        objs.append({"metadata": {"name": f"node-{i}", "annotations": {"trellis.dev/vtep-mac": vtep_mac(f"node-{i}")}},
+                     "spec": {"podCIDR": f"10.244.{i}.0/24"},
+                     "status": {"addresses": [{"type": "InternalIP", "address": f"172.31.99.{i}"}]}})
+    pods = {}
+    for i in (1, 2):
+        r = Routing(f"node-{i}", "vxlan", netns=nodes[i])
+        r.reconcile(objs)
+        net = PodNetwork(Allocator(f"10.244.{i}.0/24", MemoryStore()), r.pod_mtu(), "10.244.0.0/16", netns=nodes[i])
+        net.restore()
+        for k in ("a", "b"):
+            p = b.ns(f"pod{i}{k}")
+            res = net.add(Request("ADD", f"c{i}{k}", f"/run/netns/{p}", "eth0"))
+            pods[f"{i}{k}"] = (p, res["ips"][0]["address"].split("/")[0])
+    same = iperf(b, pods["1b"][0], pods["1a"][0], pods["1b"][1])
+    underlay = iperf(b, nodes[2], nodes[1], "172.31.99.2")
+    cross = iperf(b, pods["2a"][0], pods["1a"][0], pods["2a"][1])
+    row("TCP, pod to pod on one node", f"{same:.1f} Gbit/s", f"{veth:.1f} (veth)", f"{same / veth:.0%}")
+    row("TCP, pod to pod across nodes (VXLAN)", f"{cross:.1f} Gbit/s", f"{underlay:.1f} (underlay)",
+        f"{cross / underlay:.0%}")
+
+
+def bench_agent_memory() -> None:
+    from trellis.kube.client import KubeClient
+    from trellis.lab import topology
+    name = f"{PREFIX}m"
+    cfg = topology.up(name, 1)
+    try:
+        c = KubeClient(cfg.api_url)
+        dep = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "hundred"},
+               "spec": {"replicas": 100, "selector": {"matchLabels": {"app": "h"}}, "template": {
+                   "metadata": {"labels": {"app": "h"}},
+                   "spec": {"containers": [{"name": "c", "image": "busybox", "command": ["sleep", "3600"]}]}}}}
+        c.create("apps/v1", "deployments", dep, "default")
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            pods, _ = c.list("v1", "pods", "default")
+            if sum(1 for p in pods if p["status"].get("podIP")) == 100:
+                break
+            time.sleep(0.5)
+        pid = topology.components(cfg)["agent-node-1"]
+        with open(f"/proc/{pid}/status") as f:
+            rss = next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
+        row("agent RSS with 100 pods on its node", f"{rss / 1024:.1f} MiB", "", "")
+    finally:
+        topology.down(name, force=True)
+
+
+def main() -> int:
+    if os.geteuid() != 0:
+        print("run as root")
+        return 1
+    print(f"trellis CNI benchmark ({os.cpu_count()} cores); namespaces {PREFIX}-*")
+    print(f"  {'':<44} {'trellis':>14} {'reference':>14} {'ratio':>10}")
+    b = Bench()
+    try:
+        bench_latency(b)
+        bench_throughput(b)
+    finally:
+        b.close()
+    bench_agent_memory()
+    out = os.path.join(HERE, "..", "docs", "bench-cni.md")
+    with open(out, "w") as f:
+        f.write("# CNI benchmarks\n\nProduced by `sudo .venv/bin/python bench/cni_bench.py` on "
+                f"{time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores. Reference: Debian's containernetworking-"
+                "plugins `bridge` + `host-local` (latency), a bare veth pair and the underlay path (throughput), "
+                "measured in the same run.\n\n| measurement | trellis | reference | ratio |\n|---|---:|---:|---:|\n")
+        for r in ROWS:
+            f.write("| " + " | ".join(r) + " |\n")
+    print(f"written to {os.path.normpath(out)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
