@@ -28,7 +28,7 @@ sys.path.insert(0, os.path.join(HERE, "..", "tests"))
 from trellis.kernel import netns as kns  # noqa: E402
 
 PREFIX = f"cb{uuid.uuid4().hex[:5]}"
-CNI_EXE = shutil.which("trellis-cni") or os.path.join(os.path.dirname(sys.executable), "trellis-cni")
+CNI_EXE = ""  # the launcher the lab installs (python -I -S), written at start
 ROWS: list[tuple[str, str, str, str]] = []
 SEQ, PAR = 40, 30
 
@@ -223,6 +223,10 @@ def main() -> int:
     print(f"trellis CNI benchmark ({os.cpu_count()} cores); namespaces {PREFIX}-*")
     print(f"  {'':<44} {'trellis':>14} {'reference':>14} {'ratio':>10}")
     b = Bench()
+    global CNI_EXE
+    from trellis.lab.topology import write_cni_launcher
+    CNI_EXE = os.path.join(b.tmp, "trellis")
+    write_cni_launcher(CNI_EXE)
     try:
         bench_latency(b)
         bench_throughput(b)

@@ -1,7 +1,7 @@
 """Routed pod networking on a node: what CNI ADD, DEL, CHECK and GC do.
 
 ADD reads as a story: validate -> allocate an IP -> veth into the pod ->
-host side (proxy ARP, /32 route) -> anti-spoofing element -> result. Each
+host side (proxy ARP, /32 route, which is also what anti-spoofing checks) -> result. Each
 step registers its undo; a failure undoes what was done, in reverse, so a
 failed ADD leaks no IP, link, route or nft element. DEL is idempotent: a
 missing namespace or link is success and the IP is released anyway.
@@ -92,8 +92,7 @@ class PodNetwork:
                     mac = netlink.create_pod_veth(host_if, req.netns, req.ifname, r.ip, self.mtu, GATEWAY, self.netns)
                     netlink.write_sysctl(f"net/ipv4/conf/{host_if}/proxy_arp", "1", self.netns)
                     netlink.write_sysctl(f"net/ipv4/neigh/{host_if}/proxy_delay", "0", self.netns)
-                    netlink.replace_route(netlink.Route(f"{r.ip}/32", host_if), self.netns)
-                    nft.apply(nettable.add_pod(host_if, r.ip), f"anti-spoofing element for {req.pod or r.ip}", self.netns)
+                    netlink.replace_route(netlink.Route(f"{r.ip}/32", host_if), self.netns)  # also the RPF check
                 except KernelError as e:
                     raise CNIFailure(999, f"wiring pod {req.pod or req.container_id} ({r.ip}, {host_if}): {e}") from None
                 undo.pop_all()
@@ -106,11 +105,6 @@ class PodNetwork:
             host_if = host_ifname(req.container_id, req.ifname)
             r = self.ipam.release(req.container_id, req.ifname)
             netlink.delete_link(host_if, self.netns)  # takes the pod end and the /32 route with it
-            if r is not None:
-                try:
-                    nft.apply(nettable.delete_pod(host_if, r.ip), "remove anti-spoofing element", self.netns)
-                except KernelError:
-                    pass  # already gone: DEL is idempotent
             log.info("DEL %s %s (released %s)", req.pod or req.container_id, req.ifname, r.ip if r else "nothing")
 
     # -- CHECK --
@@ -136,8 +130,6 @@ class PodNetwork:
         for r in gone:
             host_if = host_ifname(r.container_id, r.ifname)
             netlink.delete_link(host_if, self.netns)
-            with contextlib.suppress(KernelError):
-                nft.apply(nettable.delete_pod(host_if, r.ip), "remove anti-spoofing element", self.netns)
             log.info("GC released %s of %s (%s)", r.ip, r.pod or r.container_id, r.ifname)
         return gone
 
@@ -146,6 +138,6 @@ class PodNetwork:
         """After an agent restart: the table and /32 routes again, from the IPAM store."""
         pods = [(host_ifname(r.container_id, r.ifname), r.ip) for r in self.ipam.store.all()]
         live = [(h, ip) for h, ip in pods if netlink.get_link(h, self.netns) is not None]
-        nft.apply(nettable.render(self.cluster_cidr, live), "restore the pod network table", self.netns)
+        nft.apply(nettable.render(self.cluster_cidr), "restore the pod network table", self.netns)
         for h, ip in live:
             netlink.replace_route(netlink.Route(f"{ip}/32", h), self.netns)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import ipaddress
 import os
+import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Iterator
@@ -18,7 +19,7 @@ from typing import Iterator
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError as _PyNLError
 
-from trellis.kernel.netns import KernelError
+from trellis.kernel.netns import KernelError, in_netns
 
 RTPROT_TRELLIS = 201  # routes trellis owns carry this protocol number, so stale ones can be swept
 GONE = {errno.ENOENT, errno.ESRCH, errno.ENODEV, errno.EADDRNOTAVAIL}
@@ -37,16 +38,39 @@ class LinkNotFound(NetlinkError):
     pass
 
 
+_pool: list[IPRoute] = []  # idle sockets of the caller's own namespace, reused across calls
+_pool_lock = threading.Lock()
+
+
 @contextmanager
 def ipr(netns: str | None) -> Iterator[IPRoute]:
+    """A netlink socket in ``netns``. Opening one costs ~4 ms (pyroute2 sets up an event loop),
+    so sockets of the caller's own namespace are pooled; others (pods) are opened per use,
+    so that no cached socket keeps a deleted namespace alive."""
+    pooled = netns is None
+    ip = None
+    if pooled:
+        with _pool_lock:
+            ip = _pool.pop() if _pool else None
     try:
-        ip = IPRoute(netns=netns) if netns else IPRoute()
+        if ip is None:
+            # NOTE: a netlink socket belongs to the namespace it is created in; entering the
+            # namespace on this thread just for the socket() call costs <1 ms, where pyroute2's
+            # own netns= support forks a helper process (~7 ms).
+            with in_netns(netns):
+                ip = IPRoute()
     except (OSError, _PyNLError) as e:
         raise NetlinkError("open netlink", netns, e) from None
+    ok = False
     try:
         yield ip
+        ok = True
     finally:
-        ip.close()
+        if pooled and ok:
+            with _pool_lock:
+                _pool.append(ip)
+        else:
+            ip.close()
 
 
 def _idx(ip: IPRoute, name: str, netns: str | None) -> int:
@@ -319,7 +343,6 @@ def write_sysctl(key: str, value: str, netns: str | None = None) -> None:
     ``key`` uses '/' separators (``net/ipv4/conf/<if>/proxy_arp``): interface names may hold dots.
     /proc/sys/net shows the namespace of the thread that opens it, hence ``in_netns``.
     """
-    from trellis.kernel.netns import in_netns
     path = "/proc/sys/" + key
     try:
         with in_netns(netns):

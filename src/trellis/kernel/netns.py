@@ -32,13 +32,13 @@ def setns(fd: int, nstype: int) -> None:
 
 @contextlib.contextmanager
 def in_netns(name: str | None) -> Iterator[None]:
-    """Run the body with this thread in network namespace ``name`` (None: stay)."""
+    """Run the body with this thread in network namespace ``name`` (a name or a path; None: stay)."""
     if not name:
         yield
         return
     own = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
     try:
-        target = os.open(os.path.join(NETNS_DIR, name), os.O_RDONLY)
+        target = os.open(name if name.startswith("/") else os.path.join(NETNS_DIR, name), os.O_RDONLY)
     except FileNotFoundError:
         os.close(own)
         raise KernelError(f"enter netns {name}: no such network namespace") from None

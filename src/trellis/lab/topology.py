@@ -299,11 +299,21 @@ def cni_bin_dirs(cfg: LabConfig) -> list[str]:
     """The lab's plugin dir holds ``trellis`` (-> trellis-cni); then Debian's reference plugins."""
     d = os.path.join(cfg.dir, "cni-bin")
     os.makedirs(d, exist_ok=True)
-    link = os.path.join(d, "trellis")
-    if not os.path.exists(link):
-        exe = shutil.which("trellis-cni") or os.path.join(os.path.dirname(sys.executable), "trellis-cni")
-        os.symlink(exe, link)
+    path = os.path.join(d, "trellis")
+    if not os.path.exists(path):
+        write_cni_launcher(path)
     return [d, "/usr/lib/cni"]
+
+
+def write_cni_launcher(path: str) -> None:
+    """trellis-cni is stdlib-only: start it with -I -S (no site, no .pth hooks), which
+    is what a runtime pays on every ADD and DEL."""
+    import trellis
+    pkg_parent = os.path.dirname(os.path.dirname(os.path.abspath(trellis.__file__)))
+    with open(path, "w") as f:
+        f.write(f"#!{sys.executable} -IS\nimport sys\nsys.path.insert(0, {pkg_parent!r})\n"
+                "from trellis.cni.main import main\nsys.exit(main())\n")
+    os.chmod(path, 0o755)
 
 
 def write_conflist(cfg: LabConfig, i: int) -> str:
