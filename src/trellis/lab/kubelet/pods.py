@@ -125,6 +125,7 @@ class PodWorker(threading.Thread):
             self.ip = pod_ip(result)
             if not self.ip:
                 raise CNIError("-", "ADD", 999, f"CNI result has no IPv4 address for eth0: {result}")
+            self.k.cni.check(att)  # the attachment is what the result says, before anything runs in it
         hosts = podspec.hosts_file(self.pod, self.ip or "")
         resolv = podspec.resolv_conf(self.pod, self.k.node_resolv)
         self.sandbox.start(hosts, resolv)
