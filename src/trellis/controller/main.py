@@ -16,18 +16,20 @@ import sys
 import threading
 
 from trellis.agent.routing import VTEP_ANNOTATION, vtep_mac
-from trellis.kube.client import ApiError, KubeClient
-from trellis.kube.informer import Informer, WorkQueue
+from trellis.kube.client import KubeClient
+from trellis.kube.informer import Informer, Reconciler
 
 log = logging.getLogger("trellis.controller")
 
 
-class NodeBlocks:
+class NodeBlocks(Reconciler):
+    name = "node-blocks"
+
     def __init__(self, client: KubeClient, nodes: Informer, cluster_cidr: str, block_prefix: int = 24) -> None:
+        super().__init__()
         self.client, self.nodes = client, nodes
         self.cidr = ipaddress.ip_network(cluster_cidr)
         self.prefix = block_prefix
-        self.queue = WorkQueue()
         nodes.add_handler(lambda t, o, old: self.queue.add(o["metadata"]["name"]) if t != "DELETED" else None)
         self.assigned: dict[str, str] = {}  # blocks handed out but maybe not seen in the cache yet
 
@@ -63,17 +65,6 @@ class NodeBlocks:
         if patch:
             self.client.patch("v1", "nodes", name, patch)
             log.info("node %s: %s", name, patch)
-
-    def run(self, stop: threading.Event) -> None:
-        while not stop.is_set():
-            name = self.queue.get(0.5)
-            if name is None:
-                continue
-            try:
-                self.sync(name)
-            except (ApiError, RuntimeError) as e:
-                log.warning("node %s: %s (retrying)", name, e)
-                self.queue.add(name, 1.0)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -146,3 +146,32 @@ class WorkQueue:
                 if wait <= 0:
                     return None
                 self._cond.wait(wait)
+
+
+class Reconciler:
+    """The controller contract: handlers only enqueue keys; one worker reconciles them.
+
+    ``sync(key)`` makes the world match the object behind ``key``; it returns False
+    (or raises an ApiError/RuntimeError) to be retried after ``retry`` seconds.
+    """
+
+    name = "controller"
+    retry = 0.5
+
+    def __init__(self) -> None:
+        self.queue = WorkQueue()
+
+    def sync(self, key: str) -> bool | None:
+        raise NotImplementedError
+
+    def run(self, stop: threading.Event) -> None:
+        while not stop.is_set():
+            key = self.queue.get(0.5)
+            if key is None:
+                continue
+            try:
+                if self.sync(key) is False:
+                    self.queue.add(key, self.retry * 2)
+            except (ApiError, RuntimeError) as e:
+                log.info("%s %s: %s (retrying)", self.name, key, e)
+                self.queue.add(key, self.retry)

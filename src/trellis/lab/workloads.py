@@ -12,11 +12,10 @@ import copy
 import hashlib
 import json
 import logging
-import threading
 
 from trellis.kube import selectors
 from trellis.kube.client import ApiError, KubeClient
-from trellis.kube.informer import Informer, WorkQueue
+from trellis.kube.informer import Informer, Reconciler
 
 log = logging.getLogger("trellis.workloads")
 ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
@@ -41,10 +40,12 @@ def pod_ready(pod: dict) -> bool:
                for c in pod.get("status", {}).get("conditions") or [])
 
 
-class ReplicaSetController:
+class ReplicaSetController(Reconciler):
+    name = "replicaset"
+
     def __init__(self, client: KubeClient, pods: Informer, rsets: Informer) -> None:
+        super().__init__()
         self.client, self.pods, self.rsets = client, pods, rsets
-        self.queue = WorkQueue()
         rsets.add_handler(lambda t, o, old: self.queue.add(f"{o['metadata']['namespace']}/{o['metadata']['name']}"))
         pods.add_handler(self._on_pod)
 
@@ -52,17 +53,6 @@ class ReplicaSetController:
         for ref in pod["metadata"].get("ownerReferences") or []:
             if ref.get("kind") == "ReplicaSet":
                 self.queue.add(f"{pod['metadata']['namespace']}/{ref['name']}")
-
-    def run(self, stop: threading.Event) -> None:
-        while not stop.is_set():
-            key = self.queue.get(0.5)
-            if key is None:
-                continue
-            try:
-                self.sync(key)
-            except ApiError as e:
-                log.info("replicaset %s: %s (retrying)", key, e)
-                self.queue.add(key, 0.5)
 
     def sync(self, key: str) -> None:
         ns, name = key.split("/", 1)
@@ -97,10 +87,12 @@ class ReplicaSetController:
             self.client.patch("apps/v1", "replicasets", name, {"status": status}, ns, sub="status")
 
 
-class DeploymentController:
+class DeploymentController(Reconciler):
+    name = "deployment"
+
     def __init__(self, client: KubeClient, deploys: Informer, rsets: Informer) -> None:
+        super().__init__()
         self.client, self.deploys, self.rsets = client, deploys, rsets
-        self.queue = WorkQueue()
         deploys.add_handler(lambda t, o, old: self.queue.add(f"{o['metadata']['namespace']}/{o['metadata']['name']}"))
         rsets.add_handler(self._on_rs)
 
@@ -108,17 +100,6 @@ class DeploymentController:
         for ref in rs["metadata"].get("ownerReferences") or []:
             if ref.get("kind") == "Deployment":
                 self.queue.add(f"{rs['metadata']['namespace']}/{ref['name']}")
-
-    def run(self, stop: threading.Event) -> None:
-        while not stop.is_set():
-            key = self.queue.get(0.5)
-            if key is None:
-                continue
-            try:
-                self.sync(key)
-            except ApiError as e:
-                log.info("deployment %s: %s (retrying)", key, e)
-                self.queue.add(key, 0.5)
 
     def sync(self, key: str) -> None:
         ns, name = key.split("/", 1)
@@ -168,12 +149,14 @@ class DeploymentController:
             self.client.patch("apps/v1", "deployments", name, {"status": status}, ns, sub="status")
 
 
-class Scheduler:
+class Scheduler(Reconciler):
     """Binds pending pods to Ready nodes: honours nodeName and nodeSelector, spreads by pod count."""
 
+    name = "scheduler"
+
     def __init__(self, client: KubeClient, pods: Informer, nodes: Informer) -> None:
+        super().__init__()
         self.client, self.pods, self.nodes = client, pods, nodes
-        self.queue = WorkQueue()
         # pods bound but not yet seen bound by the informer ("assumed", as in kube-scheduler)
         self.assumed: dict[str, str] = {}
         pods.add_handler(self._on_pod)
@@ -190,19 +173,7 @@ class Scheduler:
         if typ != "DELETED" and not pod["spec"].get("nodeName"):
             self.queue.add(f"{pod['metadata']['namespace']}/{pod['metadata']['name']}")
 
-    def run(self, stop: threading.Event) -> None:
-        while not stop.is_set():
-            key = self.queue.get(0.5)
-            if key is None:
-                continue
-            try:
-                if not self.schedule(key):
-                    self.queue.add(key, 1.0)
-            except ApiError as e:
-                log.info("schedule %s: %s (retrying)", key, e)
-                self.queue.add(key, 0.5)
-
-    def schedule(self, key: str) -> bool:
+    def sync(self, key: str) -> bool:
         ns, name = key.split("/", 1)
         pod = self.pods.get(ns, name)
         if pod is None or pod["spec"].get("nodeName") or pod["metadata"].get("deletionTimestamp"):
