@@ -41,9 +41,10 @@ def add_pod(sp, net, name, ifname="eth0"):
 def test_add_wires_a_routed_pod(node):
     sp, n, net = node
     ns, req, res = add_pod(sp, net, "a")
-    assert res["ips"] == [{"address": "10.244.1.1/32", "gateway": "169.254.1.1", "interface": 0}]
-    assert res["interfaces"][0]["sandbox"] == req.netns
+    assert res["ips"] == [{"address": "10.244.1.1/32", "gateway": "169.254.1.1", "interface": 1}]
     host_if = host_ifname("cid-a", "eth0")
+    assert res["interfaces"][0]["name"] == host_if and "sandbox" not in res["interfaces"][0]
+    assert res["interfaces"][1]["name"] == "eth0" and res["interfaces"][1]["sandbox"] == req.netns
     assert netlink.get_link(host_if, n).up
     pod = netlink.pod_interface(req.netns, "eth0")
     assert pod["addrs"] == ["10.244.1.1/32"] and pod["mtu"] == 1500

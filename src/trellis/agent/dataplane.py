@@ -63,9 +63,14 @@ class PodNetwork:
             return self._locks.setdefault(key, threading.Lock())
 
     def result(self, req: Request, r: Reservation, mac: str) -> dict:
+        """The host veth is listed too (as ptp/bridge do), so chained plugins such as
+        ``bandwidth`` find the pod's peer on the host."""
+        host_if = host_ifname(req.container_id, req.ifname)
+        host = netlink.get_link(host_if, self.netns)
         return {"cniVersion": req.config.get("cniVersion", "1.0.0"),
-                "interfaces": [{"name": req.ifname, "mac": mac, "sandbox": req.netns}],
-                "ips": [{"address": f"{r.ip}/32", "gateway": GATEWAY, "interface": 0}],
+                "interfaces": [{"name": host_if, "mac": host.mac if host else ""},
+                               {"name": req.ifname, "mac": mac, "sandbox": req.netns}],
+                "ips": [{"address": f"{r.ip}/32", "gateway": GATEWAY, "interface": 1}],
                 "routes": [{"dst": "0.0.0.0/0", "gw": GATEWAY}], "dns": {}}
 
     # -- ADD --
