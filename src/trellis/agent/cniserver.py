@@ -24,6 +24,8 @@ class CNIServer:
     def __init__(self, path: str, network: Callable[[], PodNetwork | None], status: Callable[[], str | None]) -> None:
         self.path, self.network, self.status = path, network, status
         self.sock: socket.socket | None = None
+        self.stopped = threading.Event()
+        self._thread: threading.Thread | None = None
 
     def start(self) -> None:
         os.makedirs(os.path.dirname(self.path), exist_ok=True)
@@ -35,13 +37,17 @@ class CNIServer:
         self.sock.bind(self.path)
         os.chmod(self.path, 0o600)
         self.sock.listen(256)
-        threading.Thread(target=self._accept, daemon=True, name="cni-accept").start()
+        self._thread = threading.Thread(target=self._accept, args=(self.sock,), daemon=True, name="cni-accept")
+        self._thread.start()
 
-    def _accept(self) -> None:
-        while True:
+    def _accept(self, sock: socket.socket) -> None:
+        while not self.stopped.is_set():
             try:
-                conn, _ = self.sock.accept()
+                conn, _ = sock.accept()
             except OSError:
+                return
+            if self.stopped.is_set():
+                conn.close()
                 return
             threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
 
@@ -94,5 +100,14 @@ class CNIServer:
             return {"error": {"code": 999, "msg": str(e)}}
 
     def stop(self) -> None:
+        # NOTE: close() alone leaves accept() blocked on an fd number that the next socket
+        # may reuse, and the old thread would then serve it: shut down first, then join.
+        self.stopped.set()
         if self.sock:
+            try:
+                self.sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
             self.sock.close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)

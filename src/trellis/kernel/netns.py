@@ -11,7 +11,6 @@ import contextlib
 import ctypes
 import os
 import subprocess
-import time
 from typing import Iterator, Sequence
 
 CLONE_NEWNET = 0x40000000
@@ -38,18 +37,11 @@ def in_netns(name: str | None) -> Iterator[None]:
         yield
         return
     own = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
-    path = name if name.startswith("/") else os.path.join(NETNS_DIR, name)
-    for attempt in range(3):
-        try:
-            target = os.open(path, os.O_RDONLY)
-            break
-        except FileNotFoundError:
-            # NOTE: seen once in 64 parallel opens while another process was adding and
-            # deleting namespaces (mount propagation under /run/netns); a short retry covers it.
-            if attempt == 2:
-                os.close(own)
-                raise KernelError(f"enter netns {name}: no such network namespace") from None
-            time.sleep(0.01)
+    try:
+        target = os.open(name if name.startswith("/") else os.path.join(NETNS_DIR, name), os.O_RDONLY)
+    except FileNotFoundError:
+        os.close(own)
+        raise KernelError(f"enter netns {name}: no such network namespace") from None
     try:
         setns(target, CLONE_NEWNET)
         yield
