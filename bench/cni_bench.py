@@ -6,7 +6,7 @@
   VXLAN vs the underlay path between the nodes;
 - agent resident memory with 100 pods on its node (a real lab node).
 
-Everything runs in throwaway namespaces (prefix ``cb<hex>``) and is removed at the end.
+Everything runs in throwaway namespaces (prefix ``tk<hex>``, the tests' helper) and is removed at the end.
 Run as root: ``.venv/bin/python bench/cni_bench.py``; the table goes to docs/bench-cni.md.
 """
 from __future__ import annotations
@@ -15,8 +15,6 @@ import concurrent.futures
 import json
 import os
 import shutil
-import signal
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -25,9 +23,9 @@ import uuid
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "tests"))
-from trellis.kernel import netns as kns  # noqa: E402
+sys.path.insert(0, os.path.join(HERE, "..", "tests", "kernel"))
+from nsutil import Spaces  # noqa: E402
 
-PREFIX = f"cb{uuid.uuid4().hex[:5]}"
 CNI_EXE = ""  # the launcher the lab installs (python -I -S), written at start
 ROWS: list[tuple[str, str, str, str]] = []
 SEQ, PAR = 40, 30
@@ -50,32 +48,18 @@ def sh(ns: str, *cmd: str, check: bool = True, **kw) -> subprocess.CompletedProc
     return p
 
 
-class Bench:
+class Bench(Spaces):
+    """Throwaway namespaces (from the kernel tests' helper) plus a temp dir for sockets and IPAM."""
+
     def __init__(self) -> None:
-        self.spaces: list[str] = []
-        self.procs: list[subprocess.Popen] = []
+        super().__init__()
         self.tmp = tempfile.mkdtemp(prefix="trellis-bench-")
 
     def ns(self, role: str) -> str:
-        name = f"{PREFIX}-{role}"
-        kns.add(name)
-        self.spaces.append(name)
-        return name
+        return self.add(role)
 
     def close(self) -> None:
-        for p in self.procs:
-            p.send_signal(signal.SIGTERM)
-            try:
-                p.wait(5)
-            except subprocess.TimeoutExpired:
-                p.kill()
-        for n in reversed(self.spaces):
-            for pid in kns.pids(n):
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-            kns.delete(n)
+        super().close()
         shutil.rmtree(self.tmp, ignore_errors=True)
 
     # -- plugins --
@@ -193,7 +177,7 @@ def bench_throughput(b: Bench) -> None:
 def bench_agent_memory() -> None:
     from trellis.kube.client import KubeClient
     from trellis.lab import topology
-    name = f"{PREFIX}m"
+    name = f"cb{uuid.uuid4().hex[:5]}"
     cfg = topology.up(name, 1)
     try:
         c = KubeClient(cfg.api_url)
@@ -220,7 +204,7 @@ def main() -> int:
     if os.geteuid() != 0:
         print("run as root")
         return 1
-    print(f"trellis CNI benchmark ({os.cpu_count()} cores); namespaces {PREFIX}-*")
+    print(f"trellis CNI benchmark ({os.cpu_count()} cores)")
     print(f"  {'':<44} {'trellis':>14} {'reference':>14} {'ratio':>10}")
     b = Bench()
     global CNI_EXE

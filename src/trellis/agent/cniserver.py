@@ -15,6 +15,7 @@ import threading
 from typing import Callable
 
 from trellis.agent.dataplane import CNIFailure, PodNetwork, Request
+from trellis.cni.main import read_message
 from trellis.kernel.netns import KernelError
 
 log = logging.getLogger("trellis.agent.cni")
@@ -54,13 +55,7 @@ class CNIServer:
     def _serve(self, conn: socket.socket) -> None:
         with conn:
             try:
-                buf = b""
-                while not buf.endswith(b"\n"):
-                    chunk = conn.recv(65536)
-                    if not chunk:
-                        break
-                    buf += chunk
-                reply = self.handle(json.loads(buf))
+                reply = self.handle(json.loads(read_message(conn)))
             except ValueError as e:
                 reply = {"error": {"code": 7, "msg": f"bad request from trellis-cni: {e}"}}
             conn.sendall(json.dumps(reply).encode() + b"\n")

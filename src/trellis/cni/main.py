@@ -34,6 +34,17 @@ def parse_args(text: str) -> dict[str, str]:
     return out
 
 
+def read_message(sock: socket.socket) -> bytes:
+    """One newline-terminated JSON message: the wire format between trellis-cni and the agent."""
+    buf = b""
+    while not buf.endswith(b"\n"):
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        buf += chunk
+    return buf
+
+
 def ask_agent(path: str, msg: dict, timeout: float = 60) -> dict:
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     s.settimeout(timeout)
@@ -44,12 +55,7 @@ def ask_agent(path: str, msg: dict, timeout: float = 60) -> dict:
                       "try again later") from None
     with s:
         s.sendall(json.dumps(msg).encode() + b"\n")
-        buf = b""
-        while not buf.endswith(b"\n"):
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            buf += chunk
+        buf = read_message(s)
     if not buf:
         raise Failure(11, "the trellis agent closed the connection without an answer", "try again later")
     return json.loads(buf)
