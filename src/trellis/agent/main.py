@@ -1,8 +1,9 @@
 """``trellis agent``: the node agent (one per node; a DaemonSet on a real cluster).
 
 It serves trellis-cni over a unix socket, owns the node's pod block (IPAM),
-wires pods (routed veths, proxy ARP, anti-spoofing, masquerade) and keeps the
-routes to other nodes' blocks. Nothing it needs lives only in its memory: the
+wires pods (routed veths, proxy ARP, anti-spoofing, masquerade), keeps the
+routes to other nodes' blocks, proxies Services (nftables) and announces
+LoadBalancer IPs. Nothing it needs lives only in its memory: the
 kernel keeps links, routes and rules, the IPAM store is on disk, the node data
 is in the API. So pods keep connectivity while the agent is down, and on start
 it reconciles instead of rebuilding.
@@ -19,10 +20,14 @@ import time
 
 from trellis.agent.cniserver import CNIServer
 from trellis.agent.dataplane import GATEWAY, PodNetwork
+from trellis.agent.healthcheck import HealthChecks
 from trellis.agent.ipam import Allocator, DiskStore
+from trellis.agent import lbannounce
+from trellis.agent.proxier import Proxier
 from trellis.agent.routing import VXLAN_DEV, Routing
 from trellis.agent import nettable
 from trellis.kernel import netlink, nft
+from trellis.proxy import nftables as proxy_nft
 from trellis.kernel.netns import KernelError
 from trellis.kube.client import KubeClient
 from trellis.kube.informer import Informer, WorkQueue
@@ -32,15 +37,22 @@ log = logging.getLogger("trellis.agent")
 
 class Agent:
     def __init__(self, client: KubeClient, node: str, state_dir: str, socket_path: str, mode: str,
-                 cluster_cidr: str, underlay_dev: str = "eth0", resync: float = 10.0) -> None:
+                 cluster_cidr: str, underlay_dev: str = "eth0", resync: float = 10.0,
+                 service_cidr: str = "10.96.0.0/16") -> None:
         self.client, self.node, self.state_dir, self.cluster_cidr = client, node, state_dir, cluster_cidr
+        self.service_cidr = service_cidr
         self.routing = Routing(node, mode, underlay_dev)
         self.resync = resync
         self.network: PodNetwork | None = None
         self.why_not_ready = "waiting for this node's pod CIDR and VTEP address from the controller"
         self.nodes = Informer(client, "v1", "nodes")
         self.pods = Informer(client, "v1", "pods", field_selector=f"spec.nodeName={node}")
+        self.services = Informer(client, "v1", "services")
+        self.slices = Informer(client, "discovery.k8s.io/v1", "endpointslices")
         self.queue = WorkQueue()
+        self.proxier = Proxier(self.services, self.slices, node, cluster_cidr,
+                               on_applied=lambda keys, t: self.queue.add("sync"))
+        self.health = HealthChecks(self.proxier.local_endpoints)
         self.server = CNIServer(socket_path, lambda: self.network, lambda: None if self.network else self.why_not_ready)
         self.stop = threading.Event()
         self.heartbeat = 0.0
@@ -56,6 +68,9 @@ class Agent:
         # NOTE: proxy ARP only answers for an address the node has a route to; nodes need
         # no default route, so give the gateway address one (never used to send).
         netlink.replace_route(netlink.Route(f"{GATEWAY}/32", self.routing.underlay_dev))
+        # The node itself reaching a ClusterIP: output NAT needs a route to exist first
+        # (lab nodes have no default route); after DNAT the packet is re-routed.
+        netlink.replace_route(netlink.Route(self.service_cidr, self.routing.underlay_dev))
         store = DiskStore(os.path.join(self.state_dir, "ipam", block.replace("/", "_")))
         net = PodNetwork(Allocator(block, store), self.routing.pod_mtu(), self.cluster_cidr)
         net.restore()
@@ -67,7 +82,20 @@ class Agent:
         state = self.routing.reconcile(self.nodes.items())
         if state.get("ready"):
             self._ensure_network()
+        if self.services.synced.is_set() and self.proxier.syncs:
+            self.sync_services()
         self.heartbeat = time.time()
+
+    def sync_services(self) -> None:
+        """LoadBalancer announcements and healthCheckNodePort servers follow the proxy's view."""
+        def endpoint_nodes(ns: str, name: str) -> set[str]:
+            return {e.node for p in self.proxier.ports.get(f"{ns}/{name}", []) for e in p.usable()}
+        services = self.services.items()
+        want = lbannounce.desired(self.node, services, self.nodes.items(), endpoint_nodes)
+        lbannounce.reconcile(want, self.routing.underlay_dev)
+        self.health.ensure({int(s["spec"]["healthCheckNodePort"]): (s["metadata"]["namespace"], s["metadata"]["name"])
+                            for s in services if s["spec"].get("healthCheckNodePort")
+                            and s["spec"].get("externalTrafficPolicy") == "Local"})
 
     def gc_pods(self) -> None:
         """Release addresses whose pod is gone from this node and whose namespace no longer exists."""
@@ -81,8 +109,9 @@ class Agent:
     def run(self) -> None:
         self.server.start()
         self.nodes.add_handler(lambda *a: self.queue.add("sync"))
-        self.nodes.start()
-        self.pods.start()
+        for inf in (self.nodes, self.pods, self.services, self.slices):
+            inf.start()
+        threading.Thread(target=self.proxier.run, args=(self.stop,), daemon=True, name="proxy").start()
         next_gc = time.monotonic() + 30
         while not self.stop.is_set():
             key = self.queue.get(timeout=self.resync)
@@ -100,19 +129,23 @@ class Agent:
         self.stop.set()
         self.queue.add("sync")
         self.server.stop()
+        self.health.stop()
 
 
 def cleanup() -> None:
     """Remove everything the agent put in this namespace (for uninstall, not restart)."""
     netlink.delete_link(VXLAN_DEV)
+    for cidr in netlink.addresses(lbannounce.LB_DEV, label=lbannounce.LB_LABEL):
+        netlink.delete_address(lbannounce.LB_DEV, cidr)
     for r in netlink.owned_routes():
         netlink.delete_route(r.dst)
     for name in netlink.list_links(prefix=nettable.HOST_IF_PREFIX):
         netlink.delete_link(name)
-    try:
-        nft.apply(f"table inet {nettable.TABLE}\ndelete table inet {nettable.TABLE}\n", "remove the table")
-    except KernelError:
-        pass
+    for table in (nettable.TABLE, proxy_nft.TABLE):
+        try:
+            nft.apply(f"table inet {table}\ndelete table inet {table}\n", f"remove table {table}")
+        except KernelError:
+            pass
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -123,6 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--socket", required=True, help="unix socket for trellis-cni")
     p.add_argument("--mode", default="vxlan", choices=["vxlan", "direct"])
     p.add_argument("--cluster-cidr", default="10.244.0.0/16")
+    p.add_argument("--service-cidr", default="10.96.0.0/16")
     p.add_argument("--underlay-dev", default="eth0")
     p.add_argument("--cleanup", action="store_true", help="remove trellis' links, routes and table, then exit")
     args = p.parse_args(argv)
@@ -133,7 +167,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     from trellis.kube.client import in_cluster_config
     client = KubeClient(args.server) if args.server else KubeClient(in_cluster_config())
-    agent = Agent(client, args.node, args.state_dir, args.socket, args.mode, args.cluster_cidr, args.underlay_dev)
+    agent = Agent(client, args.node, args.state_dir, args.socket, args.mode, args.cluster_cidr, args.underlay_dev,
+                  service_cidr=args.service_cidr)
     signal.signal(signal.SIGTERM, lambda *_: agent.shutdown())
     signal.signal(signal.SIGINT, lambda *_: agent.shutdown())
     agent.run()

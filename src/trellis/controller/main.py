@@ -4,7 +4,8 @@ Gives each Node a pod block from the cluster CIDR (``spec.podCIDR``, as
 kube-controller-manager's node IPAM does), and publishes what agents need to
 reach it: the VTEP MAC (annotation ``trellis.dev/vtep-mac``); the underlay IP is
 the Node's InternalIP. A deleted Node's block is free again, since the set of
-used blocks is read from the live Nodes.
+used blocks is read from the live Nodes. It also hands out LoadBalancer
+addresses from IPPools (``lbipam``).
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import sys
 import threading
 
 from trellis.agent.routing import VTEP_ANNOTATION, vtep_mac
+from trellis.controller.lbipam import LoadBalancerIPs
 from trellis.kube.client import KubeClient
 from trellis.kube.informer import Informer, Reconciler
 
@@ -80,9 +82,15 @@ def main(argv: list[str] | None = None) -> int:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    nodes = Informer(client, "v1", "nodes").start()
-    blocks = NodeBlocks(client, nodes, args.cluster_cidr, args.block_prefix)
-    threading.Thread(target=blocks.run, args=(stop,), daemon=True).start()
+    nodes = Informer(client, "v1", "nodes")
+    services = Informer(client, "v1", "services")
+    pools = Informer(client, "trellis.dev/v1alpha1", "ippools")
+    controllers = [NodeBlocks(client, nodes, args.cluster_cidr, args.block_prefix),
+                   LoadBalancerIPs(client, services, pools)]
+    for inf in (nodes, services, pools):
+        inf.start()
+    for c in controllers:
+        threading.Thread(target=c.run, args=(stop,), daemon=True, name=c.name).start()
     stop.wait()
     return 0
 

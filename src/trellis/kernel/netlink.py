@@ -284,6 +284,39 @@ def ensure_address(dev: str, cidr: str, netns: str | None = None) -> None:
                 raise NetlinkError(f"address {cidr} on {dev}", netns, e) from None
 
 
+def addresses(dev: str, netns: str | None = None, label: str | None = None) -> list[str]:
+    """The device's IPv4 addresses as CIDRs (only those with ``label`` if given)."""
+    with ipr(netns) as ip:
+        found = ip.link_lookup(ifname=dev)
+        if not found:
+            return []
+        return [f"{a.get_attr('IFA_ADDRESS')}/{a['prefixlen']}" for a in ip.get_addr(index=found[0], family=2)
+                if label is None or a.get_attr("IFA_LABEL") == label]
+
+
+def add_labelled_address(dev: str, cidr: str, label: str, netns: str | None = None) -> None:
+    iface = ipaddress.ip_interface(cidr)
+    with ipr(netns) as ip:
+        try:
+            ip.addr("add", index=_idx(ip, dev, netns), address=str(iface.ip), prefixlen=iface.network.prefixlen,
+                    label=label)
+        except _PyNLError as e:
+            if e.code != errno.EEXIST:
+                raise NetlinkError(f"address {cidr} ({label}) on {dev}", netns, e) from None
+
+
+def delete_address(dev: str, cidr: str, netns: str | None = None) -> None:
+    iface = ipaddress.ip_interface(cidr)
+    with ipr(netns) as ip:
+        try:
+            ip.addr("del", index=_idx(ip, dev, netns), address=str(iface.ip), prefixlen=iface.network.prefixlen)
+        except LinkNotFound:
+            return
+        except _PyNLError as e:
+            if e.code not in GONE:
+                raise NetlinkError(f"delete address {cidr} from {dev}", netns, e) from None
+
+
 def replace_neigh(dev: str, ip_addr: str, mac: str, netns: str | None = None) -> None:
     with ipr(netns) as ip:
         try:

@@ -1,4 +1,4 @@
-"""The lab's controller manager: scheduler and workload controllers in one process."""
+"""The lab's controller manager: scheduler, workload and EndpointSlice controllers in one process."""
 from __future__ import annotations
 
 import argparse
@@ -9,6 +9,7 @@ import threading
 
 from trellis.kube.client import KubeClient
 from trellis.kube.informer import Informer
+from trellis.lab.endpointslices import EndpointSliceController
 from trellis.lab.workloads import DeploymentController, ReplicaSetController, Scheduler
 
 
@@ -17,11 +18,15 @@ def run(client: KubeClient, stop: threading.Event) -> None:
     nodes = Informer(client, "v1", "nodes")
     rsets = Informer(client, "apps/v1", "replicasets")
     deploys = Informer(client, "apps/v1", "deployments")
+    services = Informer(client, "v1", "services")
+    slices = Informer(client, "discovery.k8s.io/v1", "endpointslices")
     controllers = [Scheduler(client, pods, nodes), ReplicaSetController(client, pods, rsets),
-                   DeploymentController(client, deploys, rsets)]
-    for inf in (pods, nodes, rsets, deploys):
+                   DeploymentController(client, deploys, rsets),
+                   EndpointSliceController(client, services, pods, slices)]
+    informers = (pods, nodes, rsets, deploys, services, slices)
+    for inf in informers:
         inf.start()
-    for inf in (pods, nodes, rsets, deploys):
+    for inf in informers:
         inf.synced.wait(30)
     threads = [threading.Thread(target=c.run, args=(stop,), daemon=True, name=type(c).__name__)
                for c in controllers]

@@ -17,6 +17,8 @@ import socket
 import subprocess
 import sys
 import time
+
+import yaml
 from dataclasses import asdict, dataclass, field
 from typing import Callable
 
@@ -31,6 +33,7 @@ CLIENT_IP = f"{UNDERLAY}.250"
 API_PORT = 6443
 POD_CIDR = "10.244.0.0/16"
 SERVICE_CIDR = "10.96.0.0/16"
+LB_POOL = f"{UNDERLAY}.200-{UNDERLAY}.239"
 NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,14}$")
 Progress = Callable[[str], None]
 
@@ -245,7 +248,8 @@ def _build(cfg: LabConfig, progress: Progress, timeout: float) -> None:
     _spawn(cfg, "apiserver", [py, "-m", "trellis.lab.apiserver.server", "--state-dir", cfg.dir,
                               "--listen", f"127.0.0.1:{cfg.api_port}",
                               "--netns-listen", f"{cfg.ns('master')}={MASTER_IP}:{API_PORT}",
-                              "--service-cidr", SERVICE_CIDR, "--ready-file", ready])
+                              "--service-cidr", SERVICE_CIDR, "--ready-file", ready,
+                              "--advertise-address", f"{MASTER_IP}:{API_PORT}"])
     _wait(lambda: os.path.exists(ready), 20, "the API server to listen", cfg, "apiserver")
     write_kubeconfig(cfg)
     server = f"http://{MASTER_IP}:{API_PORT}"
@@ -253,6 +257,9 @@ def _build(cfg: LabConfig, progress: Progress, timeout: float) -> None:
     _spawn(cfg, "controller-manager", [py, "-m", "trellis.lab.controllermanager", "--server", server],
            cfg.ns("master"))
     if cfg.cni == "trellis":
+        progress("installing trellis' resource definitions and the LoadBalancer pool")
+        apply_manifest(cfg, "crds.yaml")
+        apply_manifest(cfg, LB_POOL_MANIFEST)
         progress("starting the trellis controller")
         _spawn(cfg, "trellis-controller", [py, "-m", "trellis.controller.main", "--server", server,
                                            "--cluster-cidr", POD_CIDR], cfg.ns("master"))
@@ -277,6 +284,53 @@ def _build(cfg: LabConfig, progress: Progress, timeout: float) -> None:
         return want <= ready
     _wait(nodes_ready, max(timeout - (time.monotonic() - t0), 10), "all nodes to be Ready", cfg)
     client.close()
+    if cfg.cni == "trellis":
+        progress("deploying cluster DNS (kube-system/kube-dns, 10.96.0.10)")
+        apply_manifest(cfg, "dns.yaml")
+        client = KubeClient(cfg.api_url)
+
+        def dns_ready() -> bool:
+            items, _ = client.list("discovery.k8s.io/v1", "endpointslices", "kube-system",
+                                   label_selector="kubernetes.io/service-name=kube-dns")
+            return any((e.get("conditions") or {}).get("ready") for s in items for e in s.get("endpoints") or [])
+        try:
+            _wait(dns_ready, 60, "cluster DNS to be ready", cfg)
+        finally:
+            client.close()
+
+
+LB_POOL_MANIFEST = f"""apiVersion: trellis.dev/v1alpha1
+kind: IPPool
+metadata:
+  name: lab-default
+spec:
+  addresses: ["{LB_POOL}"]
+  autoAssign: true
+"""
+
+
+def apply_manifest(cfg: LabConfig, name_or_text: str) -> None:
+    """Apply one of trellis' bundled manifests (src/trellis/manifests/<name>) or YAML text."""
+    from trellis.kube.discovery import Discovery, apply
+    if "\n" in name_or_text:
+        text = name_or_text
+    else:
+        with open(os.path.join(os.path.dirname(os.path.dirname(__file__)), "manifests", name_or_text)) as f:
+            text = f.read()
+    client = KubeClient(cfg.api_url)
+    try:
+        for obj in yaml.safe_load_all(text):
+            if obj:
+                for _ in range(50):  # a CRD's resource appears in discovery right after its creation
+                    try:
+                        apply(client, Discovery(client), obj, "default")
+                        break
+                    except (ApiError, KeyError, LookupError):
+                        time.sleep(0.1)
+                else:
+                    apply(client, Discovery(client), obj, "default")
+    finally:
+        client.close()
 
 
 def node_dir(cfg: LabConfig, node: str) -> str:

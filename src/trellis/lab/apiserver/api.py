@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import ipaddress
 import datetime as dt
 import random
 import uuid
@@ -60,6 +61,24 @@ class Api:
         for ns in list(store.list("/namespaces")):
             if ns["metadata"].get("deletionTimestamp"):
                 self._start_namespace_termination(ns["metadata"]["name"])
+
+    def ensure_kubernetes_service(self, advertise: str) -> None:
+        """default/kubernetes: the first service IP, port 443, with a slice pointing at the API
+        server (as kube-apiserver keeps its own Service and endpoints)."""
+        ip, _, port = advertise.rpartition(":")
+        first = str(next(self.alloc.net.hosts()))
+        svc_res = self.registry.lookup("", "v1", "services")
+        if self.store.get("/services", "default", "kubernetes") is None:
+            self.create(svc_res, "default", {"metadata": {"name": "kubernetes", "labels": {
+                "component": "apiserver", "provider": "kubernetes"}}, "spec": {
+                "type": "ClusterIP", "clusterIP": first, "ports": [
+                    {"name": "https", "port": 443, "protocol": "TCP", "targetPort": int(port)}]}})
+        sl_res = self.registry.lookup("discovery.k8s.io", "v1", "endpointslices")
+        body = {"metadata": {"name": "kubernetes", "labels": {"kubernetes.io/service-name": "kubernetes"}},
+                "addressType": "IPv4", "endpoints": [{"addresses": [ip], "conditions": {"ready": True}}],
+                "ports": [{"name": "https", "port": int(port), "protocol": "TCP"}]}
+        if self.store.get(sl_res.key, "default", "kubernetes") is None:
+            self.create(sl_res, "default", body)
 
     # -- helpers --
     def _index(self, bucket: str, obj: dict, remove: bool = False) -> None:

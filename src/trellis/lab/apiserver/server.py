@@ -161,7 +161,11 @@ class Server:
             if sub not in (None, "status"):
                 raise errors.ApiError(404, "NotFound", f"subresource {sub!r} not found")
             if m == "GET":
-                return jresp(self.serve(res, api.get(res, nsq, name)))
+                obj = self.serve(res, api.get(res, nsq, name))
+                if not sub and "as=Table" in request.headers.get("Accept", ""):
+                    return jresp(tables.table(res.key, [obj], {"resourceVersion": obj["metadata"]["resourceVersion"]},
+                                              request.query.get("includeObject", "Metadata")))
+                return jresp(obj)
             if m == "PUT":
                 return jresp(self.serve(res, api.update(res, nsq, name, await self.body(request), sub)))
             if m == "PATCH":
@@ -378,6 +382,8 @@ async def serve(args) -> None:
     os.makedirs(args.state_dir, exist_ok=True)
     store = Store(os.path.join(args.state_dir, "api.sqlite"), window=args.watch_window)
     api = Api(store, args.service_cidr)
+    if args.advertise_address:
+        api.ensure_kubernetes_service(args.advertise_address)
     for ns in store.list("/namespaces"):
         if ns["metadata"].get("deletionTimestamp"):
             api._start_namespace_termination(ns["metadata"]["name"])
@@ -410,6 +416,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--listen", action="append", default=[], help="IP:PORT in this namespace (repeatable)")
     p.add_argument("--netns-listen", action="append", default=[], help="NETNS=IP:PORT (repeatable)")
     p.add_argument("--service-cidr", default="10.96.0.0/16")
+    p.add_argument("--advertise-address", help="IP:PORT the default/kubernetes Service points at")
     p.add_argument("--ready-file", help="written with the bound addresses once listening")
     p.add_argument("--watch-window", type=int, default=50_000,
                    help="events kept for watches to resume from; older versions get 410 Gone")

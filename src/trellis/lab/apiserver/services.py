@@ -49,8 +49,11 @@ class Allocators:
         size = self.net.num_addresses
         if len(self.ips) >= size - 2:
             raise RuntimeError("service CIDR exhausted")
+        # As Kubernetes (KEP-3070): dynamic addresses come from above the first 1/16 of the
+        # range, which stays for addresses users and installers pick (10.96.0.10 for DNS).
+        low = max(1, size // 16) if size >= 256 and len(self.ips) < size - size // 16 - 2 else 1
         while True:
-            ip = str(self.net[random.randrange(1, size - 1)])
+            ip = str(self.net[random.randrange(low, size - 1)])
             if ip not in self.ips:
                 return ip
 

@@ -13,6 +13,7 @@ default command, as in Kubernetes.
 |   (also */gb-redis-follower)             |   GET_HOSTS_FROM=env)                              |
 | gcr.io/google-samples/gb-frontend        | trellis' guestbook frontend (port 80)             |
 |   (also */gb-frontend*)                  |                                                   |
+| */trellis-dns                            | trellis' cluster DNS server (``trellis dns``)     |
 | busybox, alpine                          | busybox (applets on PATH), default ``sh``         |
 | python                                   | python3, default ``python3``                      |
 | anything else                            | the built-in test server (like agnhost): serves   |
@@ -90,6 +91,8 @@ def resolve(image: str, state_dir: str) -> Image:
         return Image(image, ["/bin/sh", "-c"], [REPLICA_SCRIPT])
     if last == "redis":
         return Image(image, ["redis-server"], list(REDIS_ARGS))
+    if last == "trellis-dns":
+        return Image(image, [py, "-m", "trellis.dns.server"], [])
     if last.startswith("gb-frontend"):
         return Image(image, [py, "-m", "trellis.lab.images.guestbook"], [])
     if last in ("busybox", "alpine"):

@@ -148,7 +148,8 @@ class PodWorker(threading.Thread):
         img = catalog.resolve(spec.get("image", ""), self.k.state_dir)
         argv = catalog.argv(img, spec.get("command"), spec.get("args"))
         env = {"PATH": ":".join(img.path_dirs + [DEFAULT_PATH]), "HOSTNAME": self.sandbox.hostname, **img.env}
-        env.update(podspec.container_env(self.pod, spec, self.k.services(self.ns), self.k.getter(self.ns)))
+        env.update(podspec.container_env(self.pod, spec, self.k.services(self.ns), self.k.getter(self.ns),
+                                         self.k.svcs.get("default", "kubernetes")))
         argv = [podspec.expand(a, env) for a in argv]
         cwd = spec.get("workingDir") or os.path.join(self.dir, "containers", spec["name"])
         return Container(self.sandbox, spec["name"], argv, env, cwd,

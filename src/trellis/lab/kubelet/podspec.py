@@ -57,8 +57,13 @@ def _field_ref(pod: dict, path: str) -> str:
 Getter = Callable[[str, str], dict | None]  # (plural, name) -> object in the pod's namespace
 
 
-def container_env(pod: dict, container: dict, services: list[dict], get: Getter) -> dict[str, str]:
+def container_env(pod: dict, container: dict, services: list[dict], get: Getter,
+                  master: dict | None = None) -> dict[str, str]:
+    """``services``: those of the pod's namespace; ``master``: default/kubernetes, whose
+    KUBERNETES_SERVICE_* variables every pod gets, as the kubelet does."""
     env: dict[str, str] = {}
+    if master is not None:
+        env.update({k: v for k, v in service_env([master]).items() if k.startswith("KUBERNETES_")})
     if pod["spec"].get("enableServiceLinks", True):
         env.update(service_env(services))
     for src in container.get("envFrom") or []:
