@@ -13,7 +13,8 @@ The announcer puts the address (/32) on the loopback device, labelled
 ``lo:trellis-lb`` so the agent can tell its own addresses apart; the kernel then
 answers ARP for it on the underlay like for any local address (arp_ignore=0),
 and the agent sends gratuitous ARP so that neighbours that cached the old
-node's MAC switch at once. (kube-proxy's IPVS mode uses a dummy device; lo
+node's MAC switch at once. The address has host scope, so the kernel never picks
+it as the source of the node's own traffic (masquerade, hairpin). (kube-proxy's IPVS mode uses a dummy device; lo
 needs no extra kernel module and is never down.)
 """
 from __future__ import annotations
@@ -90,7 +91,7 @@ def reconcile(want: set[str], underlay_dev: str, netns: str | None = None) -> tu
         netlink.delete_address(LB_DEV, f"{ip}/32", netns)
         log.info("no longer announcing %s", ip)
     for ip in sorted(want - have):
-        netlink.add_labelled_address(LB_DEV, f"{ip}/32", LB_LABEL, netns)
+        netlink.add_labelled_address(LB_DEV, f"{ip}/32", LB_LABEL, netns, host_scope=True)
         try:
             gratuitous_arp(underlay_dev, ip)
         except OSError as e:

@@ -294,12 +294,13 @@ def addresses(dev: str, netns: str | None = None, label: str | None = None) -> l
                 if label is None or a.get_attr("IFA_LABEL") == label]
 
 
-def add_labelled_address(dev: str, cidr: str, label: str, netns: str | None = None) -> None:
+def add_labelled_address(dev: str, cidr: str, label: str, netns: str | None = None, host_scope: bool = False) -> None:
+    """``host_scope``: never chosen as a source address for traffic leaving the node."""
     iface = ipaddress.ip_interface(cidr)
     with ipr(netns) as ip:
         try:
             ip.addr("add", index=_idx(ip, dev, netns), address=str(iface.ip), prefixlen=iface.network.prefixlen,
-                    label=label)
+                    label=label, **({"scope": 254} if host_scope else {}))
         except _PyNLError as e:
             if e.code != errno.EEXIST:
                 raise NetlinkError(f"address {cidr} ({label}) on {dev}", netns, e) from None

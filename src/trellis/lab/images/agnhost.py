@@ -166,6 +166,11 @@ def cmd_matrix(args) -> int:
 
 
 def cmd_connect(args) -> int:
+    """One line per attempt; each attempt is a new connection (a new source port)."""
+    return max(_connect_once(args) for _ in range(max(1, args.count)))
+
+
+def _connect_once(args) -> int:
     host, _, port = args.target.rpartition(":")
     host = host.strip("[]")
     ask = b"clientip\n" if args.ask == "clientip" else b"hostname\n"
@@ -173,13 +178,18 @@ def cmd_connect(args) -> int:
         if args.protocol == "udp":
             s = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_DGRAM)
             s.settimeout(args.timeout)
-            s.sendto(ask, (host, int(port)))
-            data, _ = s.recvfrom(2048)
+            s.connect((host, int(port)))  # connected: ICMP errors (port unreachable) are reported
+            s.send(ask)
+            try:
+                data = s.recv(2048)
+            finally:
+                s.close()
         else:
             s = socket.create_connection((host, int(port)), timeout=args.timeout)
             s.sendall(ask)
             r, _, _ = select.select([s], [], [], args.timeout)
             data = s.recv(4096) if r else b""
+            s.close()
             if not data:
                 print("connected, no answer", flush=True)
                 return 0
@@ -199,6 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("target")
     c.add_argument("--protocol", choices=["tcp", "udp"], default="tcp")
     c.add_argument("--timeout", type=float, default=2.0)
+    c.add_argument("--count", type=int, default=1, help="attempts, each a new connection")
     c.add_argument("--ask", choices=["hostname", "clientip"], default="hostname",
                    help="what to ask: the server's pod name, or the address it sees us as")
     h = sub.add_parser("hold", help="hold one TCP connection, checking an echo every 100 ms")
