@@ -209,6 +209,20 @@ def test_cluster_dns_records(lab, kc):
     assert out.stdout.strip() == ip
 
 
+def test_guestbook_end_to_end_through_dns_nodeports_lb_and_port_forward(lab, kc, capsys):
+    from trellis.kube.discovery import Discovery, apply
+    from trellis.lab import demo
+    for obj in demo.guestbook_manifests():
+        apply(kc, Discovery(kc), obj, "default")
+    running_pods(kc, "default", "app=guestbook", 3)
+    running_pods(kc, "default", "app=redis", 3)
+    demo.guestbook_end_to_end(lab, kc, lambda m: None)
+    out = capsys.readouterr().out
+    assert out.count(" stored ") == 4, out  # three NodePorts and the LoadBalancer IP
+    assert "4/4 entries OK" in out, out
+    assert "-> svc/frontend: 4 entries" in out, out
+
+
 def test_loadbalancer_moves_when_its_node_leaves(lab, kc):
     svc = kc.get("v1", "services", "web", "default")
     lb_ip = svc["status"]["loadBalancer"]["ingress"][0]["ip"]

@@ -219,6 +219,24 @@ def cmd_logs(args) -> int:
     return 0
 
 
+def cmd_port_forward(args) -> int:
+    from trellis.lab import portforward
+    kind, _, name = args.target.partition("/")
+    if kind not in ("svc", "service", "services") or not name:
+        raise ValueError(f"target {args.target!r}: use svc/NAME (a Service of type NodePort or LoadBalancer)")
+    local, _, remote = args.ports.partition(":")
+    if not local.isdigit() or not (remote or local).isdigit():
+        raise ValueError(f"ports {args.ports!r}: use LOCAL:REMOTE, e.g. 8080:80")
+    fwd = portforward.open_forward(lab_name(args), args.namespace, name, int(local), int(remote or local))
+    print(f"Forwarding from 127.0.0.1:{fwd.port} -> svc/{name} port {remote or local} "
+          f"(via {fwd.target[0]}:{fwd.target[1]} from {fwd.netns}); Ctrl-C to stop", flush=True)
+    try:
+        fwd.serve()
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
 def cmd_demo(args) -> int:
     from trellis.lab import demo
     return demo.run(lab_name(args), args.nodes, progress)
@@ -303,6 +321,11 @@ def build_parser() -> argparse.ArgumentParser:
     lg.add_argument("-c", "--container")
     lg.add_argument("--tail")
     lg.set_defaults(fn=cmd_logs)
+    pf = sub.add_parser("port-forward", help="reach a lab Service from this host on 127.0.0.1:LOCAL")
+    common(pf)
+    pf.add_argument("target", help="svc/NAME")
+    pf.add_argument("ports", help="LOCAL:REMOTE (the Service's port), e.g. 8080:80")
+    pf.set_defaults(fn=cmd_port_forward)
     dm = sub.add_parser("demo", help="lab up + the guestbook application, and what to look at")
     lab_arg(dm)
     dm.add_argument("--nodes", type=int, default=3)

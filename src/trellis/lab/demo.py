@@ -1,7 +1,9 @@
 """``trellis demo`` (and ``make demo``): a lab with the classic guestbook on it."""
 from __future__ import annotations
 
+import json
 import os
+import subprocess
 import sys
 import time
 from typing import Callable
@@ -41,6 +43,87 @@ def print_table(client: KubeClient, path: str, wide: bool = True) -> None:
     output.server_table(r.json(), wide, False)
 
 
+def client_get(cfg, url: str) -> str:
+    """HTTP GET from the lab's client namespace (outside the cluster)."""
+    p = subprocess.run(["ip", "netns", "exec", f"{cfg.name}-client", "curl", "-s", "-m", "3", url],
+                       capture_output=True, text=True, timeout=10)
+    return p.stdout
+
+
+def replication_status(cfg, client: KubeClient, progress: Callable[[str], None], timeout: float = 30) -> None:
+    """Wait until every redis replica has its link to the master up (redis delays the first
+    full sync by repl-diskless-sync-delay, 5 s), and say so."""
+    pods, _ = client.list("v1", "pods", "default", label_selector="role=slave")
+    deadline = time.monotonic() + timeout
+    for pod in pods:
+        name = pod["metadata"]["name"]
+        while True:
+            p = subprocess.run([sys.executable, "-m", "trellis.cli.main", "exec", "--lab", cfg.name, name, "--",
+                                "redis-cli", "info", "replication"], capture_output=True, text=True, timeout=20)
+            info = dict(ln.strip().split(":", 1) for ln in p.stdout.splitlines() if ":" in ln)
+            if info.get("master_link_status") == "up" or time.monotonic() > deadline:
+                break
+            progress(f"replica {name}: link to {info.get('master_host', '?')} is "
+                     f"{info.get('master_link_status', '?')} (first sync)")
+            time.sleep(1)
+        progress(f"replica {name}: master_host={info.get('master_host')} link={info.get('master_link_status')}")
+
+
+def guestbook_end_to_end(cfg, client: KubeClient, progress: Callable[[str], None]) -> None:
+    """Store entries through every node's NodePort and the LoadBalancer IP, read them back,
+    check replication, and go through a 127.0.0.1 port-forward: what a user would try."""
+    from trellis.lab import portforward
+    deadline = time.monotonic() + 30
+    while True:
+        svc = client.get("v1", "services", "frontend", "default")
+        ingress = (svc.get("status") or {}).get("loadBalancer", {}).get("ingress") or []
+        if ingress or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    lb = ingress[0]["ip"] if ingress else None
+    node_port = svc["spec"]["ports"][0].get("nodePort")
+    nodes, _ = client.list("v1", "nodes")
+    node_ips = sorted(a["address"] for n in nodes for a in n["status"].get("addresses") or []
+                      if a["type"] == "InternalIP")
+    replication_status(cfg, client, progress)
+    entries = []
+    rows = []
+    targets = [(f"NodePort {ip}:{node_port}", f"http://{ip}:{node_port}") for ip in node_ips]
+    if lb:
+        targets.append((f"LoadBalancer {lb}:80", f"http://{lb}"))
+    for label, base in targets:
+        entries.append(f"hello-via-{label.split()[1].replace(':', '-')}")
+        t0 = time.monotonic()
+        ok = '"Updated"' in client_get(cfg, f"{base}/guestbook.php?cmd=set&key=messages&value="
+                                       + ",".join(entries) + ",")
+        rows.append((label, "stored" if ok else "FAILED", f"{(time.monotonic() - t0) * 1000:.0f} ms"))
+    # replication is asynchronous (and starts streaming only after the replica's first ACK,
+    # sent every second): read until the entries arrive, at most 5 s
+    t0 = time.monotonic()
+    while True:
+        read = json.loads(client_get(cfg, f"{targets[-1][1]}/guestbook.php?cmd=get&key=messages") or "{}")
+        got = [e for e in (read.get("data") or "").split(",") if e]
+        if got == entries or time.monotonic() - t0 > 5:
+            break
+        time.sleep(0.2)
+    sys.stdout.write("\n$ curl from the lab's client namespace (172.31.0.250), outside the cluster\n")
+    output.table(["TARGET", "SET", "TIME"], rows)
+    sys.stdout.write(f"read back through {targets[-1][0]} (served by a redis replica): "
+                     f"{len(got)}/{len(entries)} entries {'OK' if got == entries else 'MISSING'}"
+                     f" after {time.monotonic() - t0:.1f} s\n")
+    fwd = portforward.open_forward(cfg.name, "default", "frontend", 0, 80).start()
+    try:
+        import urllib.request
+        with urllib.request.urlopen(f"http://127.0.0.1:{fwd.port}/guestbook.php?cmd=get&key=messages",
+                                    timeout=5) as r:
+            n = len([e for e in json.loads(r.read()).get("data", "").split(",") if e])
+        sys.stdout.write(f"port-forward 127.0.0.1:{fwd.port} -> svc/frontend: {n} entries\n")
+    except OSError as e:
+        sys.stdout.write(f"port-forward 127.0.0.1:{fwd.port} -> svc/frontend: FAILED ({e})\n")
+    finally:
+        fwd.close()
+
+
 def run(name: str, nodes: int, progress: Callable[[str], None]) -> int:
     if name in topology.list_labs():
         cfg = topology.load(name)
@@ -69,8 +152,12 @@ def run(name: str, nodes: int, progress: Callable[[str], None]) -> int:
     print_table(client, "/api/v1/namespaces/default/pods")
     out.write("\n$ trellis get svc\n")
     print_table(client, "/api/v1/namespaces/default/services", wide=False)
+    guestbook_end_to_end(cfg, client, progress)
     kc = cfg.kubeconfig
     out.write(f"""
+Open the guestbook from this host (listens on 127.0.0.1 only; relays through the lab's client namespace):
+  trellis port-forward --lab {name} svc/frontend 8080:80     # then browse http://127.0.0.1:8080/
+
 Look further:
   export KUBECONFIG={kc}
   kubectl get nodes -o wide                      # the lab's {cfg.nodes} nodes

@@ -41,11 +41,11 @@ FAMILY = "inet"
 T = f"{FAMILY} {TABLE}"
 
 MAPS = {
-    "service-ips": "type ipv4_addr . inet_proto . inet_service : verdict;",
-    "service-nodeports": "type inet_proto . inet_service : verdict;",
-    "no-endpoint-services": "type ipv4_addr . inet_proto . inet_service : verdict;",
-    "no-endpoint-nodeports": "type inet_proto . inet_service : verdict;",
-    "firewall-ips": "type ipv4_addr . inet_proto . inet_service : verdict;",
+    "service-ips": "type ipv4_addr . inet_proto . inet_service : verdict; size 131072;",
+    "service-nodeports": "type inet_proto . inet_service : verdict; size 65536;",
+    "no-endpoint-services": "type ipv4_addr . inet_proto . inet_service : verdict; size 131072;",
+    "no-endpoint-nodeports": "type inet_proto . inet_service : verdict; size 65536;",
+    "firewall-ips": "type ipv4_addr . inet_proto . inet_service : verdict; size 131072;",
 }
 
 
