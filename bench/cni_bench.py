@@ -24,6 +24,8 @@ import uuid
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "tests"))
 sys.path.insert(0, os.path.join(HERE, "..", "tests", "kernel"))
+sys.path.insert(0, HERE)
+from report import pct, write_markdown  # noqa: E402
 from nsutil import Spaces  # noqa: E402
 
 CNI_EXE = ""  # the launcher the lab installs (python -I -S), written at start
@@ -35,10 +37,6 @@ def row(what: str, trellis: str, reference: str, ratio: str) -> None:
     ROWS.append((what, trellis, reference, ratio))
     print(f"  {what:<44} {trellis:>14} {reference:>14} {ratio:>10}", flush=True)
 
-
-def pct(xs: list[float], p: float) -> float:
-    xs = sorted(xs)
-    return xs[min(len(xs) - 1, int(round(p / 100 * (len(xs) - 1))))]
 
 
 def sh(ns: str, *cmd: str, check: bool = True, **kw) -> subprocess.CompletedProcess:
@@ -217,15 +215,9 @@ def main() -> int:
     finally:
         b.close()
     bench_agent_memory()
-    out = os.path.join(HERE, "..", "docs", "bench-cni.md")
-    with open(out, "w") as f:
-        f.write("# CNI benchmarks\n\nProduced by `sudo .venv/bin/python bench/cni_bench.py` on "
-                f"{time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores. Reference: Debian's containernetworking-"
-                "plugins `bridge` + `host-local` (latency), a bare veth pair and the underlay path (throughput), "
-                "measured in the same run.\n\n| measurement | trellis | reference | ratio |\n|---|---:|---:|---:|\n")
-        for r in ROWS:
-            f.write("| " + " | ".join(r) + " |\n")
-    print(f"written to {os.path.normpath(out)}")
+    write_markdown("bench-cni.md", "CNI benchmarks", "cni_bench.py",
+                   "Reference: Debian's containernetworking-plugins `bridge` + `host-local` (latency), a bare veth pair and the underlay path (throughput), measured in the same run.",
+                   ["measurement", "trellis", "reference", "ratio"], ROWS)
     return 0
 
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import os
 import random
-import resource
 import socket
 import statistics
 import subprocess
@@ -28,6 +27,8 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "tests"))
 sys.path.insert(0, os.path.join(HERE, "..", "tests", "kernel"))
+sys.path.insert(0, HERE)
+from report import pct, write_markdown  # noqa: E402
 from nsutil import PY, Spaces, sh  # noqa: E402
 from test_proxier import SERVER, FakeInformer, endpoint_slice, service  # noqa: E402
 
@@ -43,10 +44,6 @@ def row(what: str, value: str, note: str = "") -> None:
     ROWS.append((what, value, note))
     print(f"  {what:<58} {value:>14}  {note}", flush=True)
 
-
-def pct(xs: list[float], p: float) -> float:
-    xs = sorted(xs)
-    return xs[min(len(xs) - 1, int(round(p / 100 * (len(xs) - 1))))]
 
 
 def svc_ip(i: int) -> str:
@@ -217,15 +214,9 @@ def main() -> int:
     row("proxy process RSS with 10,000 services (caches + state)", f"{results[10000]['rss']:.0f} MiB",
         f"+{results[10000]['rss_delta']:.0f} MiB for the services")
     row("DNS queries/s (trellis dns, 10,000 services, UDP, 1 client)", f"{bench_dns():,.0f}")
-    out = os.path.join(HERE, "..", "docs", "bench-proxy.md")
-    with open(out, "w") as f:
-        f.write("# Service proxy and DNS benchmarks\n\nProduced by `sudo .venv/bin/python bench/proxy_bench.py` on "
-                f"{time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores. Latency is measured from the watch event "
-                "handler to the returned nft transaction (the API server's own delay is not included). "
-                "Services have 2 endpoints each.\n\n| measurement | result | note |\n|---|---:|---|\n")
-        for r in ROWS:
-            f.write("| " + " | ".join(r) + " |\n")
-    print(f"written to {os.path.normpath(out)}")
+    write_markdown("bench-proxy.md", "Service proxy and DNS benchmarks", "proxy_bench.py",
+                   "Latency is measured from the watch event handler to the returned nft transaction (the API server's own delay is not included). Services have 2 endpoints each.",
+                   ["measurement", "result", "note"], ROWS)
     return 0
 
 
