@@ -150,7 +150,7 @@ class DeploymentController(Reconciler):
 
 
 class Scheduler(Reconciler):
-    """Binds pending pods to Ready nodes: honours nodeName and nodeSelector, spreads by pod count."""
+    """Binds pending pods to Ready nodes: honours nodeName and nodeSelector, spreads siblings, then by pod count."""
 
     name = "scheduler"
 
@@ -192,13 +192,18 @@ class Scheduler(Reconciler):
                 self.client.patch("v1", "pods", name, {"status": {"conditions": [cond]}}, ns, sub="status",
                                   kind="strategic")
             return False
-        counts = {n["metadata"]["name"]: 0 for n in fit}
-        placed = {f"{p['metadata']['namespace']}/{p['metadata']['name']}": p["spec"].get("nodeName")
-                  for p in self.pods.items()}
-        placed.update(self.assumed)
-        for node in placed.values():
+        # spread siblings (same controller) first, then all pods, as SelectorSpread does
+        owner = _controller_uid(pod)
+        counts = {n["metadata"]["name"]: [0, 0] for n in fit}
+        placed = {f"{p['metadata']['namespace']}/{p['metadata']['name']}":
+                  (p["spec"].get("nodeName"), _controller_uid(p)) for p in self.pods.items()}
+        for k, node in self.assumed.items():
+            placed[k] = (node, placed.get(k, (None, None))[1])
+        for node, uid in placed.values():
             if node in counts:
-                counts[node] += 1
+                counts[node][1] += 1
+                if owner and uid == owner:
+                    counts[node][0] += 1
         target = min(counts, key=lambda n: (counts[n], n))
         try:
             self.client.create("v1", "bindings", {"apiVersion": "v1", "kind": "Binding",
@@ -209,6 +214,11 @@ class Scheduler(Reconciler):
             if e.code not in (404, 409):
                 raise
         return True
+
+
+def _controller_uid(pod: dict) -> str | None:
+    return next((r.get("uid") for r in pod["metadata"].get("ownerReferences") or [] if r.get("controller")),
+                None)
 
 
 def pod_ready_node(node: dict) -> bool:
