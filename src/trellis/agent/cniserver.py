@@ -22,8 +22,10 @@ log = logging.getLogger("trellis.agent.cni")
 
 
 class CNIServer:
-    def __init__(self, path: str, network: Callable[[], PodNetwork | None], status: Callable[[], str | None]) -> None:
+    def __init__(self, path: str, network: Callable[[], PodNetwork | None], status: Callable[[], str | None],
+                 on_add: Callable[[str, str, str], None] | None = None) -> None:
         self.path, self.network, self.status = path, network, status
+        self.on_add = on_add  # (namespace, pod, ip): runs before ADD answers (policy goes in first)
         self.sock: socket.socket | None = None
         self.stopped = threading.Event()
         self._thread: threading.Thread | None = None
@@ -74,7 +76,15 @@ class CNIServer:
             req = Request(cmd, msg.get("containerID", ""), msg.get("netns", ""), msg.get("ifName", ""),
                           msg.get("args") or {}, msg.get("config") or {})
             if cmd == "ADD":
-                return {"result": net.add(req)}
+                result = net.add(req)
+                ns, pod = req.args.get("K8S_POD_NAMESPACE"), req.args.get("K8S_POD_NAME")
+                if self.on_add and ns and pod:
+                    try:
+                        self.on_add(ns, pod, result["ips"][0]["address"].split("/")[0])
+                    except KernelError as e:
+                        # the pod stays fail-closed (not in the policy's known set) until the next sync
+                        log.warning("ADD %s/%s: policy not installed yet: %s", ns, pod, e)
+                return {"result": result}
             if cmd == "DEL":
                 net.delete(req)
                 return {"result": {}}

@@ -2,8 +2,8 @@
 
 It serves trellis-cni over a unix socket, owns the node's pod block (IPAM),
 wires pods (routed veths, proxy ARP, anti-spoofing, masquerade), keeps the
-routes to other nodes' blocks, proxies Services (nftables) and announces
-LoadBalancer IPs. Nothing it needs lives only in its memory: the
+routes to other nodes' blocks, proxies Services (nftables), announces
+LoadBalancer IPs and enforces policy (fail closed). Nothing it needs lives only in its memory: the
 kernel keeps links, routes and rules, the IPAM store is on disk, the node data
 is in the API. So pods keep connectivity while the agent is down, and on start
 it reconciles instead of rebuilding.
@@ -23,6 +23,8 @@ from trellis.agent.dataplane import GATEWAY, PodNetwork
 from trellis.agent.healthcheck import HealthChecks
 from trellis.agent.ipam import Allocator, DiskStore
 from trellis.agent import lbannounce
+from trellis.agent.policy import PolicyController
+from trellis.agent import policy as policy_ctl
 from trellis.agent.proxier import Proxier
 from trellis.agent.routing import VXLAN_DEV, Routing
 from trellis.agent import nettable
@@ -53,7 +55,9 @@ class Agent:
         self.proxier = Proxier(self.services, self.slices, node, cluster_cidr,
                                on_applied=lambda keys, t: self.queue.add("sync"))
         self.health = HealthChecks(self.proxier.local_endpoints)
-        self.server = CNIServer(socket_path, lambda: self.network, lambda: None if self.network else self.why_not_ready)
+        self.policy = PolicyController(client, node)
+        self.server = CNIServer(socket_path, lambda: self.network, lambda: None if self.network else self.why_not_ready,
+                                on_add=self.policy.pod_added)
         self.stop = threading.Event()
         self.heartbeat = 0.0
 
@@ -107,11 +111,16 @@ class Agent:
         self.network.gc(keep)
 
     def run(self) -> None:
+        try:
+            self.policy.ensure_closed()  # before the first CNI ADD can hand out a pod
+        except KernelError as e:
+            log.error("cannot install the policy skeleton: %s", e)
         self.server.start()
         self.nodes.add_handler(lambda *a: self.queue.add("sync"))
         for inf in (self.nodes, self.pods, self.services, self.slices):
             inf.start()
         threading.Thread(target=self.proxier.run, args=(self.stop,), daemon=True, name="proxy").start()
+        threading.Thread(target=self.policy.run, args=(self.stop,), daemon=True, name="policy").start()
         next_gc = time.monotonic() + 30
         while not self.stop.is_set():
             key = self.queue.get(timeout=self.resync)
@@ -141,6 +150,7 @@ def cleanup() -> None:
         netlink.delete_route(r.dst)
     for name in netlink.list_links(prefix=nettable.HOST_IF_PREFIX):
         netlink.delete_link(name)
+    policy_ctl.cleanup()
     for table in (nettable.TABLE, proxy_nft.TABLE):
         try:
             nft.apply(f"table inet {table}\ndelete table inet {table}\n", f"remove table {table}")

@@ -41,9 +41,24 @@ def client_for(args) -> KubeClient:
 def cmd_lab_up(args) -> int:
     t0 = time.monotonic()
     cfg = topology.up(lab_name(args), args.nodes, args.cni, progress, args.timeout, args.routing)
+    if args.isolation_mode != "cluster":
+        set_isolation_mode(KubeClient(cfg.api_url), args.isolation_mode)
+        progress(f"isolation mode: {args.isolation_mode}")
     progress(f"lab {cfg.name!r} is up with {cfg.nodes} nodes in {time.monotonic() - t0:.1f}s")
     print(f"kubectl --kubeconfig {cfg.kubeconfig} get nodes -o wide")
     return 0
+
+
+def set_isolation_mode(client: KubeClient, mode: str) -> None:
+    """The cluster's trellis config: ConfigMap kube-system/trellis-config, key isolationMode."""
+    cm = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "trellis-config", "namespace": "kube-system"},
+          "data": {"isolationMode": mode}}
+    try:
+        client.create("v1", "configmaps", cm, "kube-system")
+    except ApiError as e:
+        if e.code != 409:
+            raise
+        client.patch("v1", "configmaps", "trellis-config", {"data": {"isolationMode": mode}}, "kube-system")
 
 
 def cmd_lab_down(args) -> int:
@@ -263,6 +278,8 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--routing", default="vxlan", choices=["vxlan", "direct"],
                     help="between nodes (trellis CNI): vxlan overlay (default) or direct routes on the underlay")
     up.add_argument("--timeout", type=float, default=120, help="seconds to wait for readiness")
+    up.add_argument("--isolation-mode", default="cluster", choices=["cluster", "namespace", "deployment"],
+                    help="policy isolation mode (ACI): cluster (Kubernetes default), namespace or deployment")
     up.set_defaults(fn=cmd_lab_up)
     dn = lsub.add_parser("down", help="remove a lab: processes, namespaces, files")
     lab_arg(dn, "--name")
@@ -337,6 +354,8 @@ def build_parser() -> argparse.ArgumentParser:
     co = sub.add_parser("controller", help="run the cluster controller (pod blocks, VTEP data)", add_help=False)
     co.add_argument("rest", nargs=argparse.REMAINDER)
     co.set_defaults(fn=lambda a: __import__("trellis.controller.main", fromlist=["main"]).main(a.rest))
+    from trellis.cli import policy as policy_cli
+    policy_cli.add_parsers(sub, common, client_for, lambda a: topology.load(lab_name(a)).dir)
     v = sub.add_parser("version", help="print the version")
     v.set_defaults(fn=lambda a: print(__import__("trellis").__version__) or 0)
     return p

@@ -271,7 +271,21 @@ def admit_node(obj: dict, old: dict | None) -> Causes:
     return []
 
 
+def _policy_admitter(kind: str) -> Callable[[dict, dict | None], Causes]:
+    """EndpointGroup / Contract: the agent's own parser is the validator (one definition of valid)."""
+    def admit_(obj: dict, old: dict | None) -> Causes:
+        from trellis.policy.model import validate
+        problem = validate(kind, obj)
+        if problem is None:
+            return []
+        field, _, msg = problem.partition(": ")
+        return [(field, "FieldValueInvalid", f"Invalid value: {msg}")]
+    return admit_
+
+
 ADMITTERS: dict[str, Callable[[dict, dict | None], Causes]] = {
+    "trellis.dev/endpointgroups": _policy_admitter("EndpointGroup"),
+    "trellis.dev/contracts": _policy_admitter("Contract"),
     "/pods": admit_pod,
     "apps/deployments": admit_deployment,
     "networking.k8s.io/networkpolicies": admit_networkpolicy,

@@ -1,0 +1,214 @@
+"""The agent's policy controller: watches -> ``PolicyState`` -> ``table inet trellis-policy``.
+
+Fail closed, in three places:
+
+* On start, if the table is missing, a skeleton that rejects every new
+  connection to or from this node's pods goes in before anything else; the
+  first full sync (after every watch has listed) replaces it atomically. An
+  agent that restarts keeps the table it left (and conntrack), so pods keep
+  exactly their policy while it is away.
+* A pod's address enters the ``known`` set only in the transaction that also
+  installs its chains: until then the pod neither sends nor receives.
+* CNI ADD compiles the new pod's policy before it returns (``pod_added``), so
+  the pod never sees traffic its policy denies and gets what it allows at once.
+
+Events are applied incrementally (set elements, map entries, new chains) by
+one worker; a full sync runs at start, after an error, and every 5 minutes.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import replace
+
+from trellis.kernel import nft
+from trellis.kernel.netns import KernelError
+from trellis.kube.client import ApiError, KubeClient
+from trellis.kube.informer import Informer, obj_key
+from trellis.policy import model
+from trellis.policy import nftables as pnft
+from trellis.policy.engine import PolicyState
+
+log = logging.getLogger("trellis.agent.policy")
+
+CONFIG_NS, CONFIG_NAME = "kube-system", "trellis-config"
+
+
+class PolicyController:
+    def __init__(self, client: KubeClient, node: str, netns: str | None = None, resync: float = 300.0,
+                 pods: Informer | None = None) -> None:
+        self.client, self.node, self.netns, self.resync = client, node, netns, resync
+        self.state = PolicyState()
+        self.lock = threading.RLock()
+        self.applied: pnft.Desired | None = None
+        self.cni_ips: dict[str, str] = {}        # pod key -> address given by CNI ADD (before status has it)
+        self.pods = pods or Informer(client, "v1", "pods")
+        self.namespaces = Informer(client, "v1", "namespaces")
+        self.netpols = Informer(client, "networking.k8s.io/v1", "networkpolicies")
+        self.groups = Informer(client, "trellis.dev/v1alpha1", "endpointgroups")
+        self.contracts = Informer(client, "trellis.dev/v1alpha1", "contracts")
+        self.config = Informer(client, "v1", "configmaps", ns=CONFIG_NS, field_selector=f"metadata.name={CONFIG_NAME}")
+        self.required = (self.pods, self.namespaces, self.netpols)
+        self.optional = (self.groups, self.contracts, self.config)  # CRDs may be missing on a real cluster
+        self.dirty = threading.Event()
+        self.synced = threading.Event()
+        self.last_change = 0.0
+        self.syncs = 0
+        self.errors: dict[str, str] = {}          # object key -> why it is not enforced
+        self.pods.add_handler(self._on_pod)
+        self.namespaces.add_handler(lambda t, o, old: self._put("ns", t, o))
+        self.netpols.add_handler(lambda t, o, old: self._put("netpol", t, o))
+        self.groups.add_handler(lambda t, o, old: self._put("group", t, o))
+        self.contracts.add_handler(lambda t, o, old: self._put("contract", t, o))
+        self.config.add_handler(lambda t, o, old: self._put("config", t, o))
+
+    # ---- events -------------------------------------------------------------------
+
+    def _pod_info(self, obj: dict) -> model.PodInfo:
+        info = model.pod_info(obj)
+        cni = self.cni_ips.get(info.key)
+        if cni and info.node == self.node and info.ip != cni:
+            info = replace(info, ip=cni)  # the status lags; CNI knows
+        if info.node == self.node and info.ip:
+            # an address CNI has since given to another pod is not this pod's any more
+            owner = next((k for k, ip in self.cni_ips.items() if ip == info.ip), None)
+            if owner is not None and owner != info.key:
+                info = replace(info, ip="")
+        return info
+
+    def _on_pod(self, typ: str, obj: dict, old: dict | None) -> None:
+        key = obj_key(obj)
+        with self.lock:
+            if typ == "DELETED" or obj["metadata"].get("deletionTimestamp") and obj.get("status", {}).get(
+                    "phase") in ("Succeeded", "Failed"):
+                self.cni_ips.pop(key, None)
+                self.state.set_pod(None, key)
+            else:
+                self.state.set_pod(self._pod_info(obj))
+        self._changed()
+
+    def _put(self, kind: str, typ: str, obj: dict) -> None:
+        key = obj_key(obj)
+        with self.lock:
+            gone = typ == "DELETED"
+            try:
+                if kind == "ns":
+                    self.state.set_namespace(None if gone else model.ns_info(obj), obj["metadata"]["name"])
+                elif kind == "netpol":
+                    self.state.set_policy(key, None if gone else model.netpol(obj))
+                elif kind == "group":
+                    self.state.set_group(key, None if gone else model.group(obj))
+                elif kind == "contract":
+                    self.state.set_contract(key, None if gone else model.contract(obj))
+                elif kind == "config":
+                    self.state.set_mode("cluster" if gone else model.mode_from_config(obj.get("data")))
+                self.errors.pop(f"{kind}:{key}", None)
+            except model.PolicyError as e:
+                # NOTE: an object we cannot compile is left out (its previous version too):
+                # for a NetworkPolicy that is fail-open for that policy, so it is logged loudly.
+                self.errors[f"{kind}:{key}"] = str(e)
+                log.error("%s %s is not enforced: %s", kind, key, e)
+        self._changed()
+
+    def _changed(self) -> None:
+        self.last_change = time.monotonic()
+        self.dirty.set()
+
+    def pod_added(self, ns: str, name: str, ip: str) -> None:
+        """CNI ADD: compile and install this pod's policy before the pod is handed back."""
+        key = f"{ns}/{name}"
+        with self.lock:
+            self.cni_ips[key] = ip
+            obj = self.pods.get(ns, name)
+            if obj is None:
+                try:
+                    obj = self.client.get("v1", "pods", name, ns)
+                except ApiError as e:
+                    log.warning("CNI ADD for %s: cannot read the pod (%s); it stays closed until the watch has it",
+                                key, e)
+                    return
+            for other in [p for p in self.state.pods.values() if p.ip == ip and p.key != key and p.node == self.node]:
+                self.state.set_pod(replace(other, ip=""))
+            self.state.set_pod(self._pod_info(obj))
+            if self.synced.is_set():
+                self._apply_changes()
+
+    def pod_deleted(self, ns: str, name: str) -> None:
+        with self.lock:
+            self.cni_ips.pop(f"{ns}/{name}", None)
+
+    # ---- applying -------------------------------------------------------------------
+
+    def ensure_closed(self) -> None:
+        """A missing table becomes the fail-closed skeleton; an existing one is kept as it is."""
+        if nft.list_table("inet", pnft.TABLE, self.netns) is None:
+            nft.apply(pnft.full(pnft.Desired()), "install the fail-closed policy skeleton", self.netns)
+            log.info("no policy table yet: installed the fail-closed skeleton")
+
+    def full_sync(self) -> None:
+        with self.lock:
+            want = pnft.desired(self.state, self.node)
+            nft.apply(pnft.full(want), "policy full sync", self.netns)
+            self.applied = want
+            self.syncs += 1
+
+    def _apply_changes(self) -> None:
+        want = pnft.desired(self.state, self.node)
+        if self.applied is None:
+            nft.apply(pnft.full(want), "policy full sync", self.netns)
+        else:
+            script = pnft.transaction(self.applied, want)
+            if script:
+                nft.apply(script, "policy update", self.netns)
+        self.applied = want
+        self.syncs += 1
+
+    def wait_synced(self, stop: threading.Event, grace: float = 10.0) -> bool:
+        for inf in self.required:
+            while not inf.synced.wait(0.2):
+                if stop.is_set():
+                    return False
+        deadline = time.monotonic() + grace
+        for inf in self.optional:
+            if not inf.synced.wait(max(0.0, deadline - time.monotonic())):
+                log.warning("%s not listed after %.0fs (CRD missing?); going on without it", inf.plural, grace)
+        return True
+
+    def start_informers(self) -> None:
+        for inf in (*self.required, *self.optional):
+            if inf._thread is None:
+                inf.start()
+
+    def run(self, stop: threading.Event) -> None:
+        try:
+            self.ensure_closed()
+        except KernelError as e:
+            log.error("cannot install the policy skeleton: %s", e)
+        self.start_informers()
+        if not self.wait_synced(stop):
+            return
+        next_full = 0.0
+        while not stop.is_set():
+            try:
+                if time.monotonic() >= next_full:
+                    self.full_sync()
+                    self.synced.set()
+                    next_full = time.monotonic() + self.resync
+                    log.info("policy full sync: %d local pods, %d chains, %d sets",
+                             len(self.applied.known), len(self.applied.chains), len(self.applied.sets))
+                elif self.dirty.is_set():
+                    self.dirty.clear()
+                    with self.lock:
+                        self._apply_changes()
+            except KernelError as e:
+                log.warning("policy sync failed (%s); full sync next", e)
+                next_full = time.monotonic() + 1.0
+            self.dirty.wait(timeout=min(1.0, max(0.05, next_full - time.monotonic())))
+
+
+def cleanup(netns: str | None = None) -> None:
+    try:
+        nft.apply(f"table inet {pnft.TABLE}\ndelete table inet {pnft.TABLE}\n", "remove the policy table", netns)
+    except KernelError:
+        pass

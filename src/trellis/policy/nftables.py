@@ -1,0 +1,173 @@
+"""The compiled policy model -> ``table inet trellis-policy``. Pure, no I/O.
+
+Skeleton (fixed; only sets, maps and layer chains change)::
+
+    chain forward   hook forward, priority filter (after Service DNAT, so on the real pod)
+      ct state established,related accept       replies and admitted flows
+      IPv6 towards a pod                         drop (pods are IPv4-only)
+      from a pod veth                            jump egress
+      to a pod veth                              jump ingress
+    chain ingress
+      daddr not in @known                        reject (fail closed: policy not in place yet)
+      daddr vmap @ingress-isolation / @ingress-group / @ingress-netpol
+    chain egress
+      saddr not in @known                        reject
+      saddr vmap @egress-netpol
+
+Each map sends a local pod's address to its layer chain; a chain's rules
+``return`` (allowed: on to the next layer) or reject, and a chain that runs
+out of rules rejects. Denied connections are rejected with ICMP
+administratively-prohibited, so clients fail at once instead of hanging.
+
+Traffic a pod's own node originates (kubelet probes, hostNetwork pods on that
+node) takes the output path and is not filtered here: upstream NetworkPolicy
+always allows a pod's own node.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from trellis.agent.nettable import HOST_IF_PREFIX
+from trellis.policy.engine import ALLOW, Chain, Match, PolicyState
+
+TABLE = "trellis-policy"
+T = f"inet {TABLE}"
+REJECT = "reject with icmpx admin-prohibited"
+MAPS = ("ingress-isolation", "ingress-group", "ingress-netpol", "egress-netpol")
+SET_TYPES = {"named": "type ipv4_addr . inet_proto . inet_service;",
+             "cidr": "type ipv4_addr; flags interval; auto-merge;"}
+
+
+@dataclass
+class Desired:
+    sets: dict[str, tuple[str, frozenset[str]]] = field(default_factory=dict)
+    chains: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    maps: dict[str, dict[str, str]] = field(default_factory=lambda: {m: {} for m in MAPS})
+    known: frozenset[str] = frozenset()
+
+
+def render_match(m: Match, direction: str) -> str:
+    addr = "ip saddr" if direction == "in" else "ip daddr"
+    parts = []
+    if m.peer_set is not None:
+        parts.append(f"{addr} @{m.peer_set}")
+    if m.cidrs is not None:
+        parts.append(f"{addr} {m.cidrs[0]}")
+    if m.tuple_set is not None:
+        parts.append(f"ip daddr . meta l4proto . th dport @{m.tuple_set}")
+    if m.proto is not None:
+        parts.append(f"meta l4proto {m.proto}")
+    if m.ports is not None:
+        lo, hi = m.ports
+        parts.append(f"th dport {lo}" if lo == hi else f"th dport {lo}-{hi}")
+    if m.dnat:
+        parts.append("ct status dnat")
+    return " ".join(parts)
+
+
+def render_chain(chain: Chain) -> tuple[str, ...]:
+    out = []
+    for r in chain.rules:
+        verdict = "return" if r.verdict == ALLOW else REJECT
+        out.append(f'{render_match(r.match, chain.direction)} {verdict} comment "{r.origin}"'.lstrip())
+    out.append(f'counter {REJECT} comment "{chain.default_origin}"')
+    return tuple(out)
+
+
+def desired(state: PolicyState, node: str) -> Desired:
+    """What the table must hold on ``node``: its pods' chains and the sets they use."""
+    d = Desired()
+    known, referenced = set(), set()
+    for pod in state.pods.values():
+        if pod.node != node or pod.host_network or not pod.ip:
+            continue
+        known.add(pod.ip)
+        for chain in state.chains(pod):
+            name = chain.name
+            d.maps[f"{'ingress' if chain.direction == 'in' else 'egress'}-{chain.layer}"][pod.ip] = name
+            if name not in d.chains:
+                d.chains[name] = render_chain(chain)
+                for r in chain.rules:
+                    referenced.update(s for s in (r.match.peer_set, r.match.tuple_set) if s)
+    for name in referenced:
+        kind = state.set_defs[name][0]
+        d.sets[name] = (SET_TYPES.get(kind, "type ipv4_addr;"), frozenset(state.members(name)))
+    d.known = frozenset(known)
+    return d
+
+
+def _elements(items) -> str:
+    return ", ".join(sorted(items))
+
+
+def full(d: Desired) -> str:
+    """The whole table, replacing any previous one, as one atomic transaction."""
+    out = [f"table {T}", f"delete table {T}", f"table {T} {{"]
+    for name, (typ, elems) in sorted(d.sets.items()):
+        body = f" elements = {{ {_elements(elems)} }}" if elems else ""
+        out.append(f"  set {name} {{ {typ}{body} }}")
+    out.append(f"  set known {{ type ipv4_addr;{' elements = { ' + _elements(d.known) + ' }' if d.known else ''} }}")
+    for name, rules in sorted(d.chains.items()):
+        out.append(f"  chain {name} {{")
+        out.extend(f"    {r}" for r in rules)
+        out.append("  }")
+    for m in MAPS:
+        elems = d.maps.get(m, {})
+        body = f" elements = {{ {', '.join(f'{k} : jump {v}' for k, v in sorted(elems.items()))} }}" if elems else ""
+        out.append(f"  map {m} {{ type ipv4_addr : verdict;{body} }}")
+    p = HOST_IF_PREFIX
+    out += [
+        "  chain ingress {",
+        f'    ip daddr != @known counter {REJECT} comment "policy for this pod not in place yet (fail closed)"',
+        *(f"    ip daddr vmap @{m}" for m in MAPS if m.startswith("ingress")),
+        "  }",
+        "  chain egress {",
+        f'    ip saddr != @known counter {REJECT} comment "policy for this pod not in place yet (fail closed)"',
+        "    ip saddr vmap @egress-netpol",
+        "  }",
+        "  chain forward {",
+        "    type filter hook forward priority filter; policy accept;",
+        "    ct state established,related accept",
+        f'    meta nfproto ipv6 oifname "{p}*" counter drop comment "pods are IPv4-only"',
+        f'    iifname "{p}*" jump egress',
+        f'    oifname "{p}*" jump ingress',
+        "  }",
+        "}",
+    ]
+    return "\n".join(out) + "\n"
+
+
+def transaction(old: Desired, new: Desired) -> str:
+    """The minimal commands from ``old`` to ``new`` (chains are content-addressed: never edited)."""
+    cmds: list[str] = []
+    for name, (typ, elems) in new.sets.items():
+        prev = old.sets.get(name)
+        if prev is None:
+            cmds.append(f"add set {T} {name} {{ {typ} }}")
+            if elems:
+                cmds.append(f"add element {T} {name} {{ {_elements(elems)} }}")
+            continue
+        gone, added = prev[1] - elems, elems - prev[1]
+        if gone:
+            cmds.append(f"delete element {T} {name} {{ {_elements(gone)} }}")
+        if added:
+            cmds.append(f"add element {T} {name} {{ {_elements(added)} }}")
+    for name, rules in new.chains.items():
+        if name not in old.chains:
+            cmds.append(f"add chain {T} {name}")
+            cmds.extend(f"add rule {T} {name} {r}" for r in rules)
+    for m in MAPS:
+        o, n = old.maps.get(m, {}), new.maps.get(m, {})
+        gone = [k for k in o if n.get(k) != o[k]]
+        added = [k for k in n if o.get(k) != n[k]]
+        if gone:
+            cmds.append(f"delete element {T} {m} {{ {_elements(gone)} }}")
+        if added:
+            cmds.append(f"add element {T} {m} {{ {', '.join(f'{k} : jump {n[k]}' for k in sorted(added))} }}")
+    if new.known - old.known:
+        cmds.append(f"add element {T} known {{ {_elements(new.known - old.known)} }}")
+    if old.known - new.known:
+        cmds.append(f"delete element {T} known {{ {_elements(old.known - new.known)} }}")
+    cmds.extend(f"delete chain {T} {name}" for name in old.chains if name not in new.chains)
+    cmds.extend(f"delete set {T} {name}" for name in old.sets if name not in new.sets)
+    return "\n".join(cmds) + ("\n" if cmds else "")
