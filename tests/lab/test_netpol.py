@@ -221,3 +221,228 @@ def test_policy_table_in_the_kernel(lab, clean):
         return '"sctp"' in text and "80" in text and "x/sctp ingress[0]" in text
     wait_for(has_sctp, 8, "SCTP rules for x/a")
     check(lab, clean, Reach(True).set(False, dst=is_("x/a")))
+
+
+# ---- endpoint groups, contracts, isolation modes ---------------------------------------
+
+GV = "trellis.dev/v1alpha1"
+
+
+@pytest.fixture
+def groups(clean):
+    yield clean
+    for ns in NSS:
+        for plural in ("contracts", "endpointgroups"):
+            for o in clean.list(GV, plural, ns)[0]:
+                clean.delete(GV, plural, o["metadata"]["name"], ns)
+    clean.patch("v1", "pods", "b", {"metadata": {"annotations": {"trellis.dev/endpoint-group": None}}}, "x")
+    try:
+        clean.delete("v1", "configmaps", "trellis-config", "kube-system")
+    except Exception:  # noqa: BLE001 - absent
+        pass
+
+
+def epg(ns, name, spec):
+    return {"apiVersion": GV, "kind": "EndpointGroup", "metadata": {"name": name, "namespace": ns}, "spec": spec}
+
+
+def contract(ns, name, spec):
+    return {"apiVersion": GV, "kind": "Contract", "metadata": {"name": name, "namespace": ns}, "spec": spec}
+
+
+def test_endpoint_groups_and_contracts(lab, groups):
+    kc = groups
+    kc.create(GV, "endpointgroups", epg("x", "db", {"podSelector": {"matchLabels": {"pod": "a"}}}), "x")
+    kc.create(GV, "endpointgroups", epg("x", "app", {}), "x")
+    kc.patch("v1", "pods", "b", {"metadata": {"annotations": {"trellis.dev/endpoint-group": "app"}}}, "x")
+    kc.create(GV, "contracts", contract("x", "app-to-db", {
+        "provider": "db", "consumers": ["app"], "rules": [{"action": "allow", "protocol": "TCP", "ports": [80]}]}), "x")
+    # once in a group, only the group itself and contracts let traffic in; x/c and others are in no group
+    want = Reach(True).set(False, dst=is_("x/a", "x/b"))
+    want.set(True, src=is_("x/b"), dst=is_("x/a"), cells=("TCP/80",))
+    check(lab, kc, want)
+    z_c = kc.get("v1", "pods", "c", "z")["status"]["podIP"]
+    kc.create(GV, "contracts", contract("x", "zc-to-app", {
+        "provider": "app", "consumerIPBlocks": [{"cidr": f"{z_c}/32"}],
+        "rules": [{"action": "deny", "protocol": "UDP", "ports": [80]}, {"action": "allow"}]}), "x")
+    want.set(True, src=is_("z/c"), dst=is_("x/b"), cells=("TCP/80", "TCP/81", "UDP/81"))
+    check(lab, kc, want)
+
+
+def test_isolation_mode_namespace_opened_by_contract_and_by_policy(lab, groups):
+    kc = groups
+    kc.create("v1", "configmaps", {"apiVersion": "v1", "kind": "ConfigMap",
+                                   "metadata": {"name": "trellis-config", "namespace": "kube-system"},
+                                   "data": {"isolationMode": "namespace"}}, "kube-system")
+    want = Reach(True).set(False, src=ns_is("y", "z"), dst=ns_is("x"))
+    want.set(False, src=ns_is("x", "z"), dst=ns_is("y")).set(False, src=ns_is("x", "y"), dst=ns_is("z"))
+    check(lab, kc, want)
+    kc.create(GV, "contracts", contract("x", "y-in", {"provider": "namespace:x", "consumers": ["namespace:y"],
+                                                      "rules": [{"protocol": "TCP", "ports": [80]}]}), "x")
+    want.set(True, src=ns_is("y"), dst=ns_is("x"), cells=("TCP/80",))
+    check(lab, kc, want)
+    # a NetworkPolicy selecting x/a governs its ingress: its namespace group steps aside
+    kc.create("networking.k8s.io/v1", "networkpolicies", netpol("x", "from-z", {
+        "podSelector": {"matchLabels": {"pod": "a"}},
+        "ingress": [{"from": [{"namespaceSelector": {"matchLabels": {"ns": "z"}}}]}]}), "x")
+    want.set(False, dst=is_("x/a")).set(True, src=ns_is("z"), dst=is_("x/a"))
+    check(lab, kc, want)
+
+
+# ---- bypass attempts --------------------------------------------------------------------
+
+def sh(lab, ns, pod, *cmd, timeout=20):
+    from helpers import pod_exec
+    return pod_exec(lab.name, pod, *cmd, ns=ns, timeout=timeout)
+
+
+def try_tcp(lab, ns, pod, dst, port=80, src=None):
+    code = ("import socket,sys\ns=socket.socket();s.settimeout(1.5)\n"
+            + (f"s.bind(({src!r},0))\n" if src else "")
+            + f"try:\n s.connect(({dst!r},{port}));print('open')\nexcept OSError as e:\n print('fail',e);sys.exit(1)")
+    from helpers import PY
+    return sh(lab, ns, pod, PY, "-c", code)
+
+
+@pytest.fixture
+def only_y_a_reaches_x_a(lab, clean):
+    clean.create("networking.k8s.io/v1", "networkpolicies", netpol("x", "only-y-a", {
+        "podSelector": {"matchLabels": {"pod": "a"}},
+        "ingress": [{"from": [{"namespaceSelector": {"matchLabels": {"ns": "y"}},
+                               "podSelector": {"matchLabels": {"pod": "a"}}}]}]}), "x")
+    x_a = clean.get("v1", "pods", "a", "x")["status"]["podIP"]
+    wait_for(lambda: try_tcp(lab, "x", "c", x_a).returncode != 0, 8, "the policy in place")
+    return x_a
+
+
+def test_bypass_forged_source_address(lab, only_y_a_reaches_x_a, clean):
+    x_a = only_y_a_reaches_x_a
+    y_a = clean.get("v1", "pods", "a", "y")["status"]["podIP"]
+    wait_for(lambda: try_tcp(lab, "y", "a", x_a).returncode == 0, 8, "y/a reaching x/a")
+    assert try_tcp(lab, "x", "c", x_a).returncode != 0
+    from trellis.kernel import nft
+    node = clean.get("v1", "pods", "c", "x")["spec"]["nodeName"]
+
+    def spoof_drops():
+        doc = nft.list_table("inet", "trellis-net", f"{lab.name}-{node}")
+        return sum(r["rule"]["expr"][-2]["counter"]["packets"] for r in doc["nftables"]
+                   if "rule" in r and r["rule"].get("comment") == "anti-spoofing")
+    before = spoof_drops()
+    assert sh(lab, "x", "c", "ip", "addr", "add", f"{y_a}/32", "dev", "eth0").returncode == 0
+    try:
+        r = try_tcp(lab, "x", "c", x_a, src=y_a)
+        assert r.returncode != 0, r.stdout
+        assert spoof_drops() > before  # dropped at the source node, never reached x/a's node
+    finally:
+        sh(lab, "x", "c", "ip", "addr", "del", f"{y_a}/32", "dev", "eth0")
+
+
+def test_bypass_through_service_and_nodeport(lab, only_y_a_reaches_x_a, clean):
+    x_a = only_y_a_reaches_x_a
+    clean.create("v1", "services", {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "a"},
+                                    "spec": {"type": "NodePort", "selector": {"pod": "a"},
+                                             "ports": [{"port": 80, "nodePort": 30777}]}}, "x")
+    try:
+        vip = clean.get("v1", "services", "a", "x")["spec"]["clusterIP"]
+        wait_for(lambda: try_tcp(lab, "y", "a", vip).returncode == 0, 10, "y/a reaching x/a via its Service")
+        assert try_tcp(lab, "x", "c", vip).returncode != 0
+        assert try_tcp(lab, "z", "b", vip).returncode != 0
+        client_ns = f"{lab.name}-client"
+        import subprocess
+        from helpers import PY
+        for node_ip in ("172.31.0.11", "172.31.0.12", "172.31.0.13"):
+            r = subprocess.run(["ip", "netns", "exec", client_ns, PY, "-m", "trellis.lab.images.agnhost", "connect",
+                                f"{node_ip}:30777", "--timeout", "1.5"], capture_output=True, text=True, timeout=20)
+            assert r.returncode != 0, f"NodePort on {node_ip} reached a denied pod: {r.stdout}"
+        # control: the same NodePort works once a policy lets every address in (the source seen at the pod
+        # is the client, or the VTEP address of the node that forwarded and masqueraded)
+        clean.create("networking.k8s.io/v1", "networkpolicies", netpol("x", "anywhere", {
+            "podSelector": {"matchLabels": {"pod": "a"}}, "ingress": [{"from": [{"ipBlock": {"cidr": "0.0.0.0/0"}}]}]}),
+            "x")
+        wait_for(lambda: subprocess.run(["ip", "netns", "exec", client_ns, PY, "-m", "trellis.lab.images.agnhost",
+                                         "connect", "172.31.0.11:30777", "--timeout", "1.5"],
+                                        capture_output=True).returncode == 0, 10, "NodePort allowed from anywhere")
+    finally:
+        clean.delete("v1", "services", "a", "x")
+
+
+def test_bypass_from_host_network_pod_and_over_ipv6(lab, only_y_a_reaches_x_a, clean):
+    x_a = only_y_a_reaches_x_a
+    a_node = clean.get("v1", "pods", "a", "x")["spec"]["nodeName"]
+    other = next(n for n in ("node-1", "node-2", "node-3") if n != a_node)
+    for name, node in (("hn-other", other), ("hn-same", a_node)):
+        clean.create("v1", "pods", {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "labels": {"hn": name}},
+                                    "spec": {"hostNetwork": True, "nodeName": node, "containers": [
+                                        {"name": "c", "image": "busybox", "command": ["sleep", "3600"]}]}}, "default")
+    try:
+        running_pods(clean, "default", "hn", 2)
+        # exec into a hostNetwork pod lands in its node's namespace (never in the caller's)
+        node_ip = clean.get("v1", "nodes", other)["status"]["addresses"][0]["address"]
+        assert f"inet {node_ip}/" in sh(lab, "default", "hn-other", "ip", "-4", "addr").stdout
+        assert try_tcp(lab, "default", "hn-other", x_a).returncode != 0  # another node is not trusted
+        # upstream semantics: a pod's own node always reaches it (kubelet probes)
+        assert try_tcp(lab, "default", "hn-same", x_a).returncode == 0
+    finally:
+        for name in ("hn-other", "hn-same"):
+            clean.delete("v1", "pods", name, "default")
+    # the other address family: pods are IPv4-only, IPv6 towards or from them is dropped
+    assert sh(lab, "x", "c", "ip", "-6", "addr", "add", "fd00:5::c/128", "dev", "eth0", "nodad").returncode == 0
+    assert sh(lab, "x", "a", "ip", "-6", "addr", "add", "fd00:5::a/128", "dev", "eth0", "nodad").returncode == 0
+    try:
+        sh(lab, "x", "c", "ip", "-6", "route", "add", "fd00:5::a/128", "dev", "eth0")
+        from helpers import PY
+        r = sh(lab, "x", "c", PY, "-m", "trellis.lab.images.agnhost", "connect", "[fd00:5::a]:80", "--timeout", "1.5")
+        assert r.returncode != 0, r.stdout
+    finally:
+        sh(lab, "x", "c", "ip", "-6", "addr", "del", "fd00:5::c/128", "dev", "eth0")
+        sh(lab, "x", "a", "ip", "-6", "addr", "del", "fd00:5::a/128", "dev", "eth0")
+
+
+# ---- fail closed -------------------------------------------------------------------------
+
+def test_new_pod_never_sends_what_its_policy_denies(lab, clean):
+    """The container's first packets go out right after CNI ADD: its egress policy is already there."""
+    clean.create("networking.k8s.io/v1", "networkpolicies", netpol("z", "no-egress", {
+        "podSelector": {"matchLabels": {"pod": "fresh"}}, "policyTypes": ["Egress"]}), "z")
+    y_a = clean.get("v1", "pods", "a", "y")["status"]["podIP"]
+    from helpers import PY
+    clean.create("v1", "pods", {"apiVersion": "v1", "kind": "Pod",
+                                "metadata": {"name": "fresh", "labels": {"pod": "fresh"}},
+                                "spec": {"restartPolicy": "Never", "containers": [{
+                                    "name": "c", "image": "registry.k8s.io/e2e-test-images/agnhost:2.40",
+                                    "command": [PY, "-m", "trellis.lab.images.agnhost", "connect", f"{y_a}:80",
+                                                "--count", "20", "--timeout", "0.2"]}]}}, "z")
+    try:
+        wait_for(lambda: clean.get("v1", "pods", "fresh", "z")["status"].get("phase") in ("Succeeded", "Failed"),
+                 40, "the fresh pod to finish")
+        from helpers import trellis
+        log = trellis(lab.name, "logs", "-n", "z", "fresh").stdout
+        lines = [ln for ln in log.splitlines() if ln.strip()]
+        assert len(lines) == 20 and all(ln.startswith("connect ") for ln in lines), log
+    finally:
+        clean.delete("v1", "pods", "fresh", "z")
+
+
+def test_agent_restart_keeps_rules_and_established_connections(lab, clean):
+    import subprocess
+    from helpers import PY
+    clean.create("networking.k8s.io/v1", "networkpolicies", netpol("x", "only-y", {
+        "podSelector": {"matchLabels": {"pod": "a"}},
+        "ingress": [{"from": [{"namespaceSelector": {"matchLabels": {"ns": "y"}}}]}]}), "x")
+    x_a = clean.get("v1", "pods", "a", "x")["status"]["podIP"]
+    wait_for(lambda: try_tcp(lab, "x", "b", x_a).returncode != 0, 8, "the policy in place")
+    hold = subprocess.Popen([PY, "-m", "trellis.cli.main", "exec", "--lab", lab.name, "-n", "y", "a", "--",
+                             PY, "-m", "trellis.lab.images.agnhost", "hold", f"{x_a}:80", "--seconds", "6"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    time.sleep(1)
+    node = clean.get("v1", "pods", "a", "x")["spec"]["nodeName"]
+    subprocess.run(["kill", "-9", str(topology.components(lab)[f"agent-{node}"])])
+    try:
+        assert try_tcp(lab, "x", "b", x_a).returncode != 0  # still denied with the agent down
+        assert try_tcp(lab, "y", "b", x_a).returncode == 0  # still allowed
+    finally:
+        topology.start_agent(lab, int(node.split("-")[1]))
+    out, _ = hold.communicate(timeout=30)
+    assert hold.returncode == 0, out
+    time.sleep(1)
+    assert try_tcp(lab, "x", "b", x_a).returncode != 0

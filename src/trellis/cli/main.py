@@ -218,8 +218,9 @@ def cmd_exec(args) -> int:
     if not args.command:
         print("error: give a command after --", file=sys.stderr)
         return 2
-    net = [] if pod["spec"].get("hostNetwork") else ["-n"]
-    argv = ["nsenter", "-t", str(pid), *net, "-u", "-m", f"--wd={meta['cwd']}", "--", *args.command]
+    # NOTE: -n also for hostNetwork pods: their sandbox lives in the node's namespace, and the
+    # command must run there too, never in the namespace `trellis exec` was started from.
+    argv = ["nsenter", "-t", str(pid), "-n", "-u", "-m", f"--wd={meta['cwd']}", "--", *args.command]
     import subprocess
     return subprocess.call(argv, env=meta["env"])
 

@@ -43,7 +43,7 @@ def pod_argv(lab_dir: str, pod: dict, cmd: list[str]) -> list[str] | None:
             pid = json.load(f)["pid"]
     except (OSError, ValueError, KeyError):
         return None
-    return ["nsenter", "-t", str(pid), *([] if pod["spec"].get("hostNetwork") else ["-n"]), "--", *cmd]
+    return ["nsenter", "-t", str(pid), "-n", "--", *cmd]  # hostNetwork: the node's namespace
 
 
 def probe_matrix(client: KubeClient, lab_dir: str, namespaces: list[str] | None, selector: str | None,
