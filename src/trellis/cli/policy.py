@@ -48,7 +48,7 @@ def pod_argv(lab_dir: str, pod: dict, cmd: list[str]) -> list[str] | None:
 
 def probe_matrix(client: KubeClient, lab_dir: str, namespaces: list[str] | None, selector: str | None,
                  ports: list[int], protocols: list[str], services: bool = False, timeout: float = 1.0,
-                 sources: list[dict] | None = None) -> tuple[dict, list[str], list[str], dict]:
+                 sources: list[dict] | None = None, pod_targets: bool = True) -> tuple[dict, list[str], list[str], dict]:
     """-> ({"TCP/80": {src: {dst: bool}}}, source labels, target labels, {label: Target})."""
     pods = []
     for p in client.list("v1", "pods", None, label_selector=selector)[0]:
@@ -60,7 +60,8 @@ def probe_matrix(client: KubeClient, lab_dir: str, namespaces: list[str] | None,
             pods.append(p)
     pods.sort(key=lambda p: (p["metadata"]["namespace"], p["metadata"]["name"]))
     label = lambda p: f"{p['metadata']['namespace']}/{p['metadata']['name']}"  # noqa: E731
-    targets = {label(p): Target(label(p), p["status"]["podIP"]) for p in pods if not p["spec"].get("hostNetwork")}
+    targets = {label(p): Target(label(p), p["status"]["podIP"]) for p in pods
+               if pod_targets and not p["spec"].get("hostNetwork")}
     if services:
         for s in client.list("v1", "services")[0]:
             ns = s["metadata"]["namespace"]

@@ -9,7 +9,7 @@ import time
 from typing import Callable
 
 from trellis.cli import output
-from trellis.kube.client import KubeClient
+from trellis.kube.client import ApiError, KubeClient
 from trellis.kube.discovery import Discovery, apply
 from trellis.lab import topology
 
@@ -18,7 +18,96 @@ EXAMPLES = os.path.normpath(os.path.join(os.path.dirname(__file__), "..", "..", 
 
 def guestbook_manifests() -> list[dict]:
     from trellis.cli.main import load_manifests
-    return load_manifests(os.path.join(EXAMPLES, "guestbook"))
+    return [d for f in ("redis-master.yaml", "redis-slave.yaml", "frontend.yaml")
+            for d in load_manifests(os.path.join(EXAMPLES, "guestbook", f))]
+
+
+def guestbook_policy(client: KubeClient) -> list[dict]:
+    """examples/guestbook/policy.yaml, with each node's VTEP address added to the public web contract."""
+    import ipaddress
+    from trellis.cli.main import load_manifests
+    docs = load_manifests(os.path.join(EXAMPLES, "guestbook", "policy.yaml"))
+    vteps = [f"{ipaddress.ip_network(n['spec']['podCIDR'])[0]}/32" for n in client.list("v1", "nodes")[0]
+             if n["spec"].get("podCIDR")]
+    for d in docs:
+        if d["kind"] == "Contract" and d["metadata"]["name"] == "frontend-public":
+            d["spec"]["consumerIPBlocks"] += [{"cidr": v} for v in vteps]
+    return docs
+
+
+ROGUE = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "rogue", "labels": {"app": "rogue"}},
+         "spec": {"containers": [{"name": "c", "image": "registry.k8s.io/e2e-test-images/agnhost:2.40"}]}}
+
+
+def _matrix(cfg, client: KubeClient) -> tuple[dict, list[str], list[str]]:
+    from trellis.cli.policy import probe_matrix
+    res, srcs, dsts, _ = probe_matrix(client, cfg.dir, ["default"], None, [80, 6379], ["tcp"], services=True,
+                                      pod_targets=False)
+    short = lambda label: label.split("/", 1)[1] if label.startswith("default/") else label.replace(  # noqa: E731
+        "svc/default/", "svc/")
+    out = {k: {short(s): {short(d): v for d, v in row.items()} for s, row in tab.items()} for k, tab in res.items()}
+    return out, [short(s) for s in srcs], [short(d) for d in dsts]
+
+
+def _expected_after(srcs: list[str]) -> dict:
+    """Who should reach what once the guestbook is protected (written by hand, not computed)."""
+    want: dict = {"TCP/80": {}, "TCP/6379": {}}
+    for s in srcs:
+        tier = s.split("-")[0] if not s.startswith("redis-") else "-".join(s.split("-")[:2])
+        want["TCP/80"][s] = {"svc/frontend": tier == "frontend"}
+        # members of a group reach each other (the master its own Service, a replica the other replica)
+        want["TCP/6379"][s] = {"svc/redis-master": tier in ("frontend", "redis-slave", "redis-master"),
+                               "svc/redis-slave": tier in ("frontend", "redis-slave")}
+    return want
+
+
+def protect_guestbook(cfg, client: KubeClient, progress: Callable[[str], None]) -> bool:
+    """Probe, apply groups and contracts, probe again: the matrix a user needs to trust the policy."""
+    from trellis.cli.policy import render_matrix
+    from trellis.policy import engine, live
+    disc = Discovery(client)
+    try:
+        client.create("v1", "pods", ROGUE, "default")
+        progress("pod/rogue created (in no group: the attacker)")
+    except ApiError as e:
+        if e.code != 409:
+            raise
+    wait_ready(client, "default", sum(d["spec"].get("replicas", 1) for d in guestbook_manifests()
+                                      if d["kind"] == "Deployment") + 1, progress)
+    sys.stdout.write("\n$ trellis probe --namespaces default --ports 80,6379 --services   # before: no policy\n")
+    before, srcs, dsts = _matrix(cfg, client)
+    render_matrix(before, srcs, dsts)
+    for obj in guestbook_policy(client):
+        res, oname, what = apply(client, disc, obj, "default")
+        progress(f"{res.display}/{oname} {what}")
+    want = _expected_after(srcs)
+    t0 = time.monotonic()
+    while True:
+        after, srcs, dsts = _matrix(cfg, client)
+        bad = [1 for k, tab in want.items() for s, row in tab.items() for d, v in row.items()
+               if after.get(k, {}).get(s, {}).get(d) not in (None, v)]
+        if not bad or time.monotonic() - t0 > 10:
+            break
+        time.sleep(0.3)
+    sys.stdout.write("\n$ trellis apply -f examples/guestbook/policy.yaml && trellis group ls && trellis contract ls\n")
+    from trellis.cli import policy as pcli
+    import argparse
+    pcli.cmd_group(argparse.Namespace(action="ls", namespace="default", all_namespaces=False, output=None), client)
+    sys.stdout.write("\n")
+    pcli.cmd_contract(argparse.Namespace(action="ls", namespace="default", all_namespaces=False, output=None), client)
+    sys.stdout.write("\n$ trellis probe --namespaces default --ports 80,6379 --services   # after ('!': unexpected)\n")
+    nbad, _ = render_matrix(after, srcs, dsts, want)
+    st, node_ips, _ = live.load(client)
+    rogue_ip = client.get("v1", "pods", "rogue", "default")["status"]["podIP"]
+    master = next(p for p in st.pods.values() if p.name.startswith("redis-master"))
+    verdict, steps = engine.explain(st, rogue_ip, master.ip, "tcp", 6379, True, node_ips)
+    sys.stdout.write(f"\n$ trellis explain rogue svc/redis-master 6379/tcp\n"
+                     f"default/rogue -> {master.key} ({master.ip}) 6379/tcp via svc/default/redis-master: "
+                     f"{verdict.upper()}\n")
+    output.table(["DIRECTION", "LAYER", "VERDICT", "DECIDED BY"], [[s.direction, s.layer, s.verdict, s.origin]
+                                                                   for s in steps])
+    sys.stdout.write(f"policy: {'as intended' if not nbad else f'{nbad} cells differ from the intent'}\n")
+    return nbad == 0
 
 
 def wait_ready(client: KubeClient, ns: str, want: int, progress: Callable[[str], None],
@@ -153,6 +242,9 @@ def run(name: str, nodes: int, progress: Callable[[str], None]) -> int:
     out.write("\n$ trellis get svc\n")
     print_table(client, "/api/v1/namespaces/default/services", wide=False)
     guestbook_end_to_end(cfg, client, progress)
+    ok = protect_guestbook(cfg, client, progress)
+    sys.stdout.write("\nThe guestbook still works for its users, with the policy in place:\n")
+    guestbook_end_to_end(cfg, client, progress)
     kc = cfg.kubeconfig
     out.write(f"""
 Open the guestbook from this host (listens on 127.0.0.1 only; relays through the lab's client namespace):
@@ -164,7 +256,10 @@ Look further:
   kubectl describe pod -l tier=frontend          # or: trellis get pods -o yaml
   trellis --help; trellis lab status --name {name}
   trellis exec --lab {name} <pod> -- cat /etc/resolv.conf
+  trellis probe --lab {name} --ports 80,6379 --services --explain    # the matrix, checked against explain
+  trellis explain --lab {name} rogue svc/redis-master 6379/tcp
+  trellis group ls --lab {name}; trellis contract ls --lab {name}
 Tear down (removes every namespace, process and file of the lab):
   trellis lab down --name {name}
 """)
-    return 0
+    return 0 if ok else 1
