@@ -221,6 +221,15 @@ def test_guestbook_end_to_end_through_dns_nodeports_lb_and_port_forward(lab, kc,
     assert out.count(" stored ") == 4, out  # three NodePorts and the LoadBalancer IP
     assert "4/4 entries OK" in out, out
     assert "-> svc/frontend: 4 entries" in out, out
+    # the demo's second half: groups and contracts protect it, the probe matches the intent,
+    # and users still get through every NodePort and the LoadBalancer
+    assert demo.protect_guestbook(lab, kc, lambda m: None)
+    out = capsys.readouterr().out
+    assert "policy: as intended" in out and "rogue" in out, out
+    assert "EndpointGroup default/redis-master: no contract allows this source" in out, out
+    demo.guestbook_end_to_end(lab, kc, lambda m: None)
+    out = capsys.readouterr().out
+    assert out.count(" stored ") == 4 and "4/4 entries OK" in out, out
 
 
 def test_loadbalancer_moves_when_its_node_leaves(lab, kc):

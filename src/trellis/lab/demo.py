@@ -42,11 +42,18 @@ ROGUE = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "rogue", "label
 def _matrix(cfg, client: KubeClient) -> tuple[dict, list[str], list[str]]:
     from trellis.cli.policy import probe_matrix
     res, srcs, dsts, _ = probe_matrix(client, cfg.dir, ["default"], None, [80, 6379], ["tcp"], services=True,
-                                      pod_targets=False)
+                                      pod_targets=False, sources=_guestbook_pods(client))
     short = lambda label: label.split("/", 1)[1] if label.startswith("default/") else label.replace(  # noqa: E731
         "svc/default/", "svc/")
     out = {k: {short(s): {short(d): v for d, v in row.items()} for s, row in tab.items()} for k, tab in res.items()}
     return out, [short(s) for s in srcs], [short(d) for d in dsts]
+
+
+def _guestbook_pods(client: KubeClient) -> list[dict]:
+    pods = [p for p in client.list("v1", "pods", "default")[0]
+            if (p["metadata"].get("labels") or {}).get("app") in ("guestbook", "redis", "rogue")
+            and p["status"].get("podIP") and not p["metadata"].get("deletionTimestamp")]
+    return sorted(pods, key=lambda p: p["metadata"]["name"])
 
 
 def _expected_after(srcs: list[str]) -> dict:
@@ -72,8 +79,12 @@ def protect_guestbook(cfg, client: KubeClient, progress: Callable[[str], None]) 
     except ApiError as e:
         if e.code != 409:
             raise
-    wait_ready(client, "default", sum(d["spec"].get("replicas", 1) for d in guestbook_manifests()
-                                      if d["kind"] == "Deployment") + 1, progress)
+    deadline = time.monotonic() + 60
+    while not any(c.get("type") == "Ready" and c.get("status") == "True" for c in
+                  client.get("v1", "pods", "rogue", "default").get("status", {}).get("conditions") or []):
+        if time.monotonic() > deadline:
+            raise topology.LabError("pod default/rogue did not become Ready in 60 s")
+        time.sleep(0.2)
     sys.stdout.write("\n$ trellis probe --namespaces default --ports 80,6379 --services   # before: no policy\n")
     before, srcs, dsts = _matrix(cfg, client)
     render_matrix(before, srcs, dsts)
