@@ -112,6 +112,7 @@ class PolicyState:
         self._members: dict[str, set[str]] = {}      # cache: set name -> elements
         self._chains: dict[str, list[Chain]] = {}     # cache: pod key -> its chains
         self._group_of: dict[str, str] = {}           # cache: pod key -> group id ("" none)
+        self._ns_policies: dict[str, list[NetPol]] | None = None  # cache: namespace -> its policies, sorted
         self.generation = 0
 
     # ---- updates ---------------------------------------------------------------
@@ -144,6 +145,7 @@ class PolicyState:
         self.generation += 1
 
     def _invalidate(self) -> None:
+        self._ns_policies = None
         self._members.clear()
         self._chains.clear()
         self._group_of.clear()
@@ -287,13 +289,13 @@ class PolicyState:
     # ---- chains ----------------------------------------------------------------
 
     def selecting(self, pod: PodInfo, direction: str) -> list[NetPol]:
-        out = []
-        for key in sorted(self.policies):
-            p = self.policies[key]
-            rules = p.ingress if direction == "in" else p.egress
-            if p.ns == pod.ns and rules is not None and selectors.matches(p.pod_selector, pod.label_dict):
-                out.append(p)
-        return out
+        if self._ns_policies is None:
+            self._ns_policies = {}
+            for key in sorted(self.policies):
+                self._ns_policies.setdefault(self.policies[key].ns, []).append(self.policies[key])
+        labels = pod.label_dict
+        return [p for p in self._ns_policies.get(pod.ns, ())
+                if (p.ingress if direction == "in" else p.egress) is not None and selectors.matches(p.pod_selector, labels)]
 
     def chains(self, pod: PodInfo) -> list[Chain]:
         """The chains that apply to one local pod, in layer order (ingress first, then egress)."""
