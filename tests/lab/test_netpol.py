@@ -446,3 +446,44 @@ def test_agent_restart_keeps_rules_and_established_connections(lab, clean):
     assert hold.returncode == 0, out
     time.sleep(1)
     assert try_tcp(lab, "x", "b", x_a).returncode != 0
+
+
+def test_cli_group_contract_explain_probe(lab, groups, tmp_path):
+    import json
+    import subprocess
+    from helpers import PY
+
+    def trellis(name, *args, timeout=30):
+        n = 2 if args[0] in ("group", "contract") else 1  # --lab goes after the verb (and the action)
+        return subprocess.run([PY, "-m", "trellis.cli.main", *args[:n], "--lab", name, *args[n:]],
+                              capture_output=True, text=True, timeout=timeout)
+    r = trellis(lab.name, "group", "create", "-n", "x", "db", "--selector", "pod=a")
+    assert r.returncode == 0 and "endpointgroup.trellis.dev/db created" in r.stdout, r.stderr
+    r = trellis(lab.name, "contract", "create", "-n", "x", "bad", "--provider", "db", "--consumer", "app",
+                "--allow", "tcp/99999")
+    assert r.returncode == 1 and "spec.rules[0].ports[0]" in r.stderr and "99999" in r.stderr, r.stderr
+    r = trellis(lab.name, "contract", "create", "-n", "x", "app-db", "--provider", "db", "--consumer", "app",
+                "--allow", "tcp/80")
+    assert r.returncode == 0, r.stderr
+    r = trellis(lab.name, "group", "ls", "-n", "x")
+    head, line = r.stdout.splitlines()[:2]
+    assert head.split() == ["NAME", "SELECTOR", "INTRA-GROUP", "MEMBERS", "PROVIDES"]
+    assert line.split() == ["db", "pod=a", "allow", "1", "app-db"], r.stdout
+    assert "app-db" in trellis(lab.name, "contract", "ls", "-n", "x").stdout
+    wait_for(lambda: try_tcp(lab, "x", "b", clean_ip(groups, "x", "a")).returncode != 0, 8, "the group enforced")
+    r = trellis(lab.name, "explain", "-n", "x", "b", "a", "80/tcp")
+    assert r.returncode == 3 and "DENY" in r.stdout and "EndpointGroup x/db: no contract allows this source" in r.stdout
+    r = trellis(lab.name, "explain", "-n", "x", "a", "b", "80/tcp", "-o", "json")
+    assert r.returncode == 0 and json.loads(r.stdout)["results"][0]["verdict"] == "allow"
+    want = {"TCP/80": {s: {d: not (d == "x/a" and s != d) for d in ("x/a", "x/b", "x/c")}
+                       for s in ("x/a", "x/b", "x/c")}}
+    (tmp_path / "want.json").write_text(json.dumps(want))
+    r = trellis(lab.name, "probe", "--namespaces", "x", "--ports", "80", "--expect", str(tmp_path / "want.json"),
+                "--explain", timeout=60)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "0 cells differ" in r.stdout and "0 cells where trellis explain disagrees" in r.stdout, r.stdout
+    assert r.stdout.splitlines()[0].split() == ["TCP/80", "x/a", "x/b", "x/c"]
+
+
+def clean_ip(kc, ns, name):
+    return kc.get("v1", "pods", name, ns)["status"]["podIP"]

@@ -78,9 +78,9 @@ class CNIServer:
             if cmd == "ADD":
                 result = net.add(req)
                 ns, pod = req.args.get("K8S_POD_NAMESPACE"), req.args.get("K8S_POD_NAME")
-                if self.on_add and ns and pod:
+                if self.on_add:  # without K8S_POD_* args: a container no Kubernetes policy can select
                     try:
-                        self.on_add(ns, pod, result["ips"][0]["address"].split("/")[0])
+                        self.on_add(ns or "", pod or "", result["ips"][0]["address"].split("/")[0])
                     except KernelError as e:
                         # the pod stays fail-closed (not in the policy's known set) until the next sync
                         log.warning("ADD %s/%s: policy not installed yet: %s", ns, pod, e)

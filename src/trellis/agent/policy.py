@@ -119,6 +119,14 @@ class PolicyController:
         """CNI ADD: compile and install this pod's policy before the pod is handed back."""
         key = f"{ns}/{name}"
         with self.lock:
+            if not ns or not name:
+                # a container started without Kubernetes (ctr run, a runtime's own CNI call): no pod
+                # object, so no policy selects it; it is known (reachable) but unprotected
+                self.state.unmanaged.add(ip)
+                if self.synced.is_set():
+                    self._apply_changes()
+                return
+            self.state.unmanaged.discard(ip)
             self.cni_ips[key] = ip
             obj = self.pods.get(ns, name)
             if obj is None:

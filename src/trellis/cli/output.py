@@ -8,7 +8,8 @@ from typing import Any, Iterable, TextIO
 import yaml
 
 
-def table(headers: list[str], rows: Iterable[list[Any]], out: TextIO = sys.stdout) -> None:
+def table(headers: list[str], rows: Iterable[list[Any]], out: TextIO | None = None) -> None:
+    out = out or sys.stdout  # NOTE: looked up per call (a default would pin the stdout of import time)
     rows = [["" if c is None else str(c) for c in r] for r in rows]
     widths = [len(h) for h in headers]
     for r in rows:
@@ -18,7 +19,7 @@ def table(headers: list[str], rows: Iterable[list[Any]], out: TextIO = sys.stdou
         out.write("   ".join(c.ljust(widths[i]) for i, c in enumerate(r)).rstrip() + "\n")
 
 
-def server_table(doc: dict, wide: bool, with_namespace: bool, out: TextIO = sys.stdout) -> int:
+def server_table(doc: dict, wide: bool, with_namespace: bool, out: TextIO | None = None) -> int:
     """Print a meta.k8s.io Table as kubectl does; returns the row count."""
     cols = [(i, c) for i, c in enumerate(doc.get("columnDefinitions", [])) if wide or c.get("priority", 0) == 0]
     headers = [c["name"].upper() for _, c in cols]
@@ -35,7 +36,8 @@ def server_table(doc: dict, wide: bool, with_namespace: bool, out: TextIO = sys.
     return len(rows)
 
 
-def dump(obj: Any, fmt: str, out: TextIO = sys.stdout) -> None:
+def dump(obj: Any, fmt: str, out: TextIO | None = None) -> None:
+    out = out or sys.stdout
     if fmt == "json":
         out.write(json.dumps(obj, indent=4) + "\n")
     else:

@@ -137,8 +137,9 @@ def _endpoint_ips(client: KubeClient, ns: str, name: str, proto: str, port: int)
 
 
 def render_matrix(result: dict, srcs: list[str], dsts: list[str], expected: dict | None = None,
-                  explained: dict | None = None, out=sys.stdout) -> tuple[int, int]:
+                  explained: dict | None = None, out=None) -> tuple[int, int]:
     """Truth tables; returns (cells differing from expected, cells where explain disagrees)."""
+    out = out or sys.stdout
     bad = disagree = 0
     for key, tab in result.items():
         cols = [d for d in dsts if any(d in tab.get(s, {}) for s in srcs)]

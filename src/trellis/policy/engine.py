@@ -113,6 +113,7 @@ class PolicyState:
         self._chains: dict[str, list[Chain]] = {}     # cache: pod key -> its chains
         self._group_of: dict[str, str] = {}           # cache: pod key -> group id ("" none)
         self._ns_policies: dict[str, list[NetPol]] | None = None  # cache: namespace -> its policies, sorted
+        self.unmanaged: set[str] = set()  # local addresses CNI gave to containers that are no Kubernetes pod
         self.generation = 0
 
     # ---- updates ---------------------------------------------------------------

@@ -92,7 +92,7 @@ def desired(state: PolicyState, node: str) -> Desired:
     for name in referenced:
         kind = state.set_defs[name][0]
         d.sets[name] = (SET_TYPES.get(kind, "type ipv4_addr;"), frozenset(state.members(name)))
-    d.known = frozenset(known)
+    d.known = frozenset(known | state.unmanaged)
     return d
 
 
