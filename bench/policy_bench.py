@@ -26,7 +26,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "tests"))
 sys.path.insert(0, os.path.join(HERE, "..", "tests", "kernel"))
 sys.path.insert(0, HERE)
-from report import pct, write_markdown  # noqa: E402
+from report import pct, rss_mib, write_markdown  # noqa: E402
 from nsutil import Spaces, sh  # noqa: E402
 
 from trellis.agent.dataplane import PodNetwork, Request  # noqa: E402
@@ -43,14 +43,6 @@ NS, PODS_PER_NS, POLICIES_PER_NS = 50, 100, 20
 def row(what: str, value: str, note: str = "") -> None:
     ROWS.append((what, value, note))
     print(f"  {what:<60} {value:>12}  {note}", flush=True)
-
-
-def rss_mib() -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
 
 
 def pod(ns: str, name: str, ip: str, node: str, labels: dict) -> model.PodInfo:

@@ -28,7 +28,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "tests"))
 sys.path.insert(0, os.path.join(HERE, "..", "tests", "kernel"))
 sys.path.insert(0, HERE)
-from report import pct, write_markdown  # noqa: E402
+from report import pct, rss_mib, write_markdown  # noqa: E402
 from nsutil import PY, Spaces, sh  # noqa: E402
 from test_proxier import SERVER, FakeInformer, endpoint_slice, service  # noqa: E402
 
@@ -48,14 +48,6 @@ def row(what: str, value: str, note: str = "") -> None:
 
 def svc_ip(i: int) -> str:
     return f"10.96.{16 + i // 250}.{i % 250 + 1}"
-
-
-def rss_mib() -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
 
 
 CONNECT = """

@@ -12,6 +12,15 @@ def pct(xs: list[float], p: float) -> float:
     return xs[min(len(xs) - 1, int(round(p / 100 * (len(xs) - 1))))]
 
 
+def rss_mib() -> float:
+    """This process's resident memory, MiB."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
 def write_markdown(name: str, title: str, script: str, about: str, headers: list[str], rows) -> None:
     """docs/<name>: a title, how and when it was produced, and the rows as a table."""
     out = os.path.join(DOCS, name)

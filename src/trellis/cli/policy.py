@@ -289,6 +289,25 @@ def _sel_text(sel: dict | None) -> str:
     return selectors.to_string(sel) or "<all>"
 
 
+def _put_spec(client: KubeClient, kind: str, plural: str, name: str, ns: str, spec: dict) -> int:
+    """Create the object, or replace the spec of the existing one (checked here first: errors name the field)."""
+    obj = {"apiVersion": GV, "kind": kind, "metadata": {"name": name, "namespace": ns}, "spec": spec}
+    problem = model.validate(kind, obj)
+    if problem:
+        raise ValueError(problem)
+    try:
+        client.create(GV, plural, obj, ns)
+        print(f"{kind.lower()}.trellis.dev/{name} created")
+    except ApiError as e:
+        if e.code != 409:
+            raise
+        old = client.get(GV, plural, name, ns)
+        old["spec"] = spec
+        client.update(GV, plural, old, ns)
+        print(f"{kind.lower()}.trellis.dev/{name} configured")
+    return 0
+
+
 def cmd_group(args, client: KubeClient) -> int:
     ns = args.namespace or "default"
     if args.action == "create":
@@ -300,19 +319,7 @@ def cmd_group(args, client: KubeClient) -> int:
             spec.setdefault("podSelector", {})
         if args.description:
             spec["description"] = args.description
-        obj = {"apiVersion": GV, "kind": "EndpointGroup", "metadata": {"name": args.name, "namespace": ns},
-               "spec": spec}
-        try:
-            client.create(GV, "endpointgroups", obj, ns)
-            print(f"endpointgroup.trellis.dev/{args.name} created")
-        except ApiError as e:
-            if e.code != 409:
-                raise
-            old = client.get(GV, "endpointgroups", args.name, ns)
-            old["spec"] = spec
-            client.update(GV, "endpointgroups", old, ns)
-            print(f"endpointgroup.trellis.dev/{args.name} configured")
-        return 0
+        return _put_spec(client, "EndpointGroup", "endpointgroups", args.name, ns, spec)
     if args.action == "rm":
         client.delete(GV, "endpointgroups", args.name, ns)
         print(f'endpointgroup.trellis.dev "{args.name}" deleted')
@@ -367,21 +374,7 @@ def cmd_contract(args, client: KubeClient) -> int:
                       "rules": rules or [{"action": "allow"}]}
         if args.consumer_cidr:
             spec["consumerIPBlocks"] = [{"cidr": c} for c in args.consumer_cidr]
-        obj = {"apiVersion": GV, "kind": "Contract", "metadata": {"name": args.name, "namespace": ns}, "spec": spec}
-        problem = model.validate("Contract", obj)
-        if problem:
-            raise ValueError(problem)
-        try:
-            client.create(GV, "contracts", obj, ns)
-            print(f"contract.trellis.dev/{args.name} created")
-        except ApiError as e:
-            if e.code != 409:
-                raise
-            old = client.get(GV, "contracts", args.name, ns)
-            old["spec"] = spec
-            client.update(GV, "contracts", old, ns)
-            print(f"contract.trellis.dev/{args.name} configured")
-        return 0
+        return _put_spec(client, "Contract", "contracts", args.name, ns, spec)
     if args.action == "rm":
         client.delete(GV, "contracts", args.name, ns)
         print(f'contract.trellis.dev "{args.name}" deleted')

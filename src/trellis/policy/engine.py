@@ -457,18 +457,11 @@ def explain(state: PolicyState, src_ip: str, dst_ip: str, proto: str, port: int,
     steps: list[Step] = []
     if dst is not None and node_ips and node_ips.get(dst.node) == src_ip:
         return ALLOW, [Step("ingress", "node", ALLOW, f"node {dst.node}: a pod's own node always reaches it")]
-    if src is not None:
-        for chain in state.chains(src):
-            if chain.direction == "out":
+    for pod, direction, name in ((src, "out", "egress"), (dst, "in", "ingress")):
+        for chain in state.chains(pod) if pod is not None else ():
+            if chain.direction == direction:
                 v, o = state.evaluate(chain, src_ip, dst_ip, proto, port, dnat)
-                steps.append(Step("egress", chain.layer, v, o))
-                if v == DENY:
-                    return DENY, steps
-    if dst is not None:
-        for chain in state.chains(dst):
-            if chain.direction == "in":
-                v, o = state.evaluate(chain, src_ip, dst_ip, proto, port, dnat)
-                steps.append(Step("ingress", chain.layer, v, o))
+                steps.append(Step(name, chain.layer, v, o))
                 if v == DENY:
                     return DENY, steps
     if not steps:
