@@ -48,3 +48,31 @@ def test_64_parallel_allocations_never_collide(tmp_path):
     assert len(ips) == 64 and len(set(ips)) == 64
     files = [f for f in os.listdir(tmp_path) if f[0].isdigit()]
     assert len(files) == 64
+
+
+def test_disk_index_follows_the_ip_files_after_a_crash(tmp_path):
+    store = DiskStore(str(tmp_path))
+    a = Allocator("10.244.4.0/24", store)
+    r = a.allocate("c1", "eth0", "default/p1")
+    assert os.readlink(store._key("c1", "eth0")) == r.ip  # one file read per lookup, not a scan
+    # a crash after the IP file was removed but before its link was: the link is stale
+    os.unlink(os.path.join(str(tmp_path), r.ip))
+    assert a.find("c1", "eth0") is None
+    # the address went to another container meanwhile: the stale link must not claim it
+    other = a.allocate("c2", "eth0")
+    os.symlink(other.ip, store._key("c9", "eth0"))
+    assert a.find("c9", "eth0") is None and a.find("c2", "eth0") == other
+    # c1 comes back: a new address, and its link is replaced
+    again = a.allocate("c1", "eth0")
+    assert a.find("c1", "eth0") == again
+    a.release("c1", "eth0")
+    assert not os.path.lexists(store._key("c1", "eth0"))
+
+
+def test_a_torn_cursor_only_moves_the_search(tmp_path):
+    a = Allocator("10.244.5.0/29", DiskStore(str(tmp_path)))
+    a.allocate("c1", "eth0")
+    with open(os.path.join(str(tmp_path), "last_reserved"), "w") as f:
+        f.write("10.24")  # a write cut short
+    assert a.allocate("c2", "eth0").ip == "10.244.5.2"
+    assert a.allocate("c3", "eth0").ip == "10.244.5.3"

@@ -1,7 +1,8 @@
 """IPAM for a node's pod block, in the manner of the reference host-local plugin.
 
 A ``Store`` keeps one reservation per IP (``DiskStore``: one file per IP under a
-directory, plus a ``last_reserved`` cursor; ``MemoryStore`` for tests). The
+directory, a ``last_reserved`` cursor, and an index by container so that a lookup
+reads one file, not the block; ``MemoryStore`` for tests). The
 allocator takes the store's lock for the whole allocation, so parallel ADDs
 (threads or processes) never get the same address. Allocation is idempotent:
 the same container and interface get the address they already hold.
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import ipaddress
 import json
 import os
@@ -37,6 +39,7 @@ class Reservation:
 
 class Store(Protocol):
     def lock(self) -> contextlib.AbstractContextManager: ...
+    def find(self, container_id: str, ifname: str) -> Reservation | None: ...
     def reserve(self, r: Reservation) -> bool: ...
     def release(self, ip: str) -> None: ...
     def all(self) -> list[Reservation]: ...
@@ -52,6 +55,9 @@ class MemoryStore:
 
     def lock(self):
         return self._lock
+
+    def find(self, container_id: str, ifname: str) -> Reservation | None:
+        return next((r for r in self.items.values() if (r.container_id, r.ifname) == (container_id, ifname)), None)
 
     def reserve(self, r: Reservation) -> bool:
         if r.ip in self.items:
@@ -73,12 +79,37 @@ class MemoryStore:
 
 
 class DiskStore:
-    """One JSON file per reserved IP; flock on a lock file (across processes), a mutex across threads."""
+    """One JSON file per reserved IP; flock on a lock file (across processes), a mutex across threads.
+
+    ``by-container/<hash of container/ifname>`` is a symlink to the IP's file. The IP file is
+    the truth: a link is followed only when the file it names holds that container, so a
+    link left by a crash between the two steps is harmless (a leaked IP file is released
+    by GC, which reads the IP files)."""
+
+    INDEX = "by-container"
 
     def __init__(self, directory: str) -> None:
         self.dir = directory
-        os.makedirs(directory, exist_ok=True)
+        os.makedirs(os.path.join(directory, self.INDEX), exist_ok=True)
         self._mutex = threading.Lock()
+
+    def _key(self, container_id: str, ifname: str) -> str:
+        return os.path.join(self.dir, self.INDEX, hashlib.sha1(f"{container_id}/{ifname}".encode()).hexdigest())
+
+    def _read(self, ip: str) -> Reservation | None:
+        try:
+            with open(self._path(ip)) as f:
+                return Reservation(**json.load(f))
+        except (OSError, ValueError, TypeError):
+            return None
+
+    def find(self, container_id: str, ifname: str) -> Reservation | None:
+        try:
+            ip = os.readlink(self._key(container_id, ifname))
+        except OSError:
+            return None
+        r = self._read(ip)
+        return r if r is not None and (r.container_id, r.ifname) == (container_id, ifname) else None
 
     @contextlib.contextmanager
     def lock(self) -> Iterator[None]:
@@ -103,22 +134,32 @@ class DiskStore:
             json.dump(asdict(r), f)
             f.flush()
             os.fsync(f.fileno())
+        key = self._key(r.container_id, r.ifname)
+        try:
+            os.symlink(r.ip, key)
+        except FileExistsError:  # a stale link (see the class note): the IP file decides
+            os.unlink(key)
+            os.symlink(r.ip, key)
         return True
 
     def release(self, ip: str) -> None:
+        r = self._read(ip)
+        if r is not None:
+            key = self._key(r.container_id, r.ifname)
+            with contextlib.suppress(OSError):
+                if os.readlink(key) == ip:
+                    os.unlink(key)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self._path(ip))
 
     def all(self) -> list[Reservation]:
         out = []
         for name in os.listdir(self.dir):
-            if name in ("lock", "last_reserved") or name.startswith("."):
+            if name in ("lock", "last_reserved", self.INDEX) or name.startswith("."):
                 continue
-            try:
-                with open(self._path(name)) as f:
-                    out.append(Reservation(**json.load(f)))
-            except (OSError, ValueError, TypeError):
-                continue
+            r = self._read(name)
+            if r is not None:
+                out.append(r)
         return out
 
     def last_reserved(self) -> str | None:
@@ -129,10 +170,13 @@ class DiskStore:
             return None
 
     def set_last_reserved(self, ip: str) -> None:
-        tmp = os.path.join(self.dir, ".last_reserved")
-        with open(tmp, "w") as f:
-            f.write(ip)
-        os.replace(tmp, os.path.join(self.dir, "last_reserved"))
+        """Overwritten in place, padded to a fixed width: a hint for where to look next,
+        so a torn write only makes the next search start elsewhere."""
+        fd = os.open(os.path.join(self.dir, "last_reserved"), os.O_WRONLY | os.O_CREAT, 0o600)
+        try:
+            os.pwrite(fd, ip.ljust(15).encode(), 0)
+        finally:
+            os.close(fd)
 
 
 class Allocator:
@@ -147,8 +191,11 @@ class Allocator:
     def _candidates(self, after: str | None) -> Iterator[ipaddress.IPv4Address]:
         size = int(self.last) - int(self.first) + 1
         start = 0
-        if after:
-            a = ipaddress.ip_address(after)
+        try:
+            a = ipaddress.ip_address(after) if after else None
+        except ValueError:  # a torn cursor: start from the beginning
+            a = None
+        if a is not None:
             if self.first <= a <= self.last:
                 start = int(a) - int(self.first) + 1
         for k in range(size):
@@ -167,10 +214,7 @@ class Allocator:
         raise Exhausted(f"no free address in {self.net} for container {container_id} ({pod or 'unknown pod'})")
 
     def find(self, container_id: str, ifname: str) -> Reservation | None:
-        for r in self.store.all():
-            if r.container_id == container_id and r.ifname == ifname:
-                return r
-        return None
+        return self.store.find(container_id, ifname)
 
     def release(self, container_id: str, ifname: str) -> Reservation | None:
         with self.store.lock():
