@@ -1,6 +1,5 @@
 """trellis-cni first in a conflist, Debian's reference plugins chained after it (prevResult)."""
 import json
-import os
 
 import pytest
 

@@ -47,8 +47,9 @@ def test_add_wires_a_routed_pod(node):
     assert res["interfaces"][1]["name"] == "eth0" and res["interfaces"][1]["sandbox"] == req.netns
     assert netlink.get_link(host_if, n).up
     pod = netlink.pod_interface(req.netns, "eth0")
-    assert pod["addrs"] == ["10.244.1.1/32"] and pod["mtu"] == 1500
-    assert (None, 0, "169.254.1.1") in pod["routes"]
+    assert pod["addrs"] == ["10.244.1.1/32"] and pod["mtu"] == 65535  # the link: between pods of the node
+    assert (None, 0, "169.254.1.1") in pod["routes"] and ("10.244.1.0", 24, "169.254.1.1") in pod["routes"]
+    assert "default via 169.254.1.1 dev eth0 mtu 1500" in sh(ns, "ip", "route").stdout  # what leaves the node
     assert netlink.Route("10.244.1.1/32", host_if) in netlink.owned_routes(n)
     assert sh(n, "cat", f"/proc/sys/net/ipv4/conf/{host_if}/proxy_arp").stdout.strip() == "1"
     table = json.dumps(nft.list_table("inet", nettable.TABLE, n))

@@ -67,6 +67,28 @@ def test_pods_reach_pods_on_other_nodes(two_nodes, mode):
         assert sh(a, "ping", "-c1", "-W2", "-M", "do", "-s", str(mtu - 28), ip_b, check=False).returncode == 0
 
 
+def test_same_node_traffic_uses_the_link_mtu_and_leaving_traffic_the_overlays(two_nodes):
+    sp, nodes, objs = two_nodes
+    r1, r2 = Routing("node-1", "vxlan", netns=nodes["node-1"]), Routing("node-2", "vxlan", netns=nodes["node-2"])
+    r1.reconcile(objs), r2.reconcile(objs)
+    net = PodNetwork(Allocator("10.244.1.0/24", MemoryStore()), r1.pod_mtu(), "10.244.0.0/16", netns=nodes["node-1"])
+    net.restore()
+    a, b = sp.add("a"), sp.add("b")
+    ip_a, ip_b = (net.add(Request("ADD", f"c-{n}", f"/run/netns/{n}", "eth0"))["ips"][0]["address"].split("/")[0]
+                  for n in (a, b))
+    _, ip_c = pod_on(sp, nodes["node-2"], "10.244.2.0/24", "c", r2.pod_mtu())
+    assert sh(a, "cat", "/sys/class/net/eth0/mtu").stdout.strip() == "65535"
+    assert "mtu 1450" in sh(a, "ip", "route", "get", ip_c).stdout
+    assert "mtu" not in sh(a, "ip", "route", "get", ip_b).stdout
+    # 20,000 bytes, don't fragment: fits between pods of a node...
+    assert sh(a, "ping", "-c1", "-W2", "-M", "do", "-s", "20000", ip_b, check=False).returncode == 0
+    # ...while toward another node the pod's own stack holds to the overlay MTU (no black hole)
+    assert sh(a, "ping", "-c1", "-W2", "-M", "do", "-s", "1422", ip_c, check=False).returncode == 0
+    too_big = sh(a, "ping", "-c1", "-W2", "-M", "do", "-s", "1423", ip_c, check=False)
+    assert too_big.returncode != 0 and "1450" in too_big.stdout + too_big.stderr
+    assert ping(a, ip_c) and ping(a, ip_b)
+
+
 def test_reconcile_repairs_and_sweeps(two_nodes):
     sp, nodes, objs = two_nodes
     n1 = nodes["node-1"]

@@ -338,7 +338,6 @@ def test_bypass_forged_source_address(lab, only_y_a_reaches_x_a, clean):
 
 
 def test_bypass_through_service_and_nodeport(lab, only_y_a_reaches_x_a, clean):
-    x_a = only_y_a_reaches_x_a
     clean.create("v1", "services", {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "a"},
                                     "spec": {"type": "NodePort", "selector": {"pod": "a"},
                                              "ports": [{"port": 80, "nodePort": 30777}]}}, "x")

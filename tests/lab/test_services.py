@@ -3,7 +3,6 @@ addresses, cluster DNS. Real connections from pods, nodes and the lab's client n
 import json
 import subprocess
 import time
-import urllib.request
 
 import pytest
 

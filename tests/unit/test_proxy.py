@@ -1,6 +1,6 @@
 """The service proxy compiler (pure): Services + EndpointSlices -> nft text, and minimal updates."""
 from trellis.proxy import nftables as N
-from trellis.proxy.model import Endpoint, ServicePort, service_ports
+from trellis.proxy.model import service_ports
 
 CIDR = "10.244.0.0/16"
 

@@ -1,9 +1,11 @@
 """The agent's side of trellis-cni: a unix socket, one JSON request and reply per connection.
 
-Request: ``{"command", "containerID", "netns", "ifName", "args", "config"}``.
-Reply: ``{"result": {...}}`` or ``{"error": {"code", "msg", "details"}}`` with
-CNI error codes. Each connection is served on its own thread, so parallel ADDs
-run in parallel (the IPAM store serializes allocation itself).
+trellis-cni relays the runtime's CNI_* variables and config (``trellis.cni.main``'s
+wire format); ``handle`` takes them as ``{"command", "containerID", "netns", "ifName",
+"args", "config"}`` and returns ``{"result": {...}}`` or ``{"error": {"code", "msg",
+"details"}}`` with CNI error codes; the reply is the exit status and the text the
+plugin prints. Each connection is served on its own thread, so parallel ADDs run in
+parallel (the IPAM store serializes allocation itself).
 """
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ import threading
 from typing import Callable
 
 from trellis.agent.dataplane import CNIFailure, PodNetwork, Request
-from trellis.cni.main import read_message
+from trellis.cni.main import Failure, decode_request, parse_args, read_all
 from trellis.kernel.netns import KernelError
 
 log = logging.getLogger("trellis.agent.cni")
@@ -56,11 +58,32 @@ class CNIServer:
 
     def _serve(self, conn: socket.socket) -> None:
         with conn:
+            conn.settimeout(60)
+            version = "1.0.0"
             try:
-                reply = self.handle(json.loads(read_message(conn)))
-            except ValueError as e:
-                reply = {"error": {"code": 7, "msg": f"bad request from trellis-cni: {e}"}}
-            conn.sendall(json.dumps(reply).encode() + b"\n")
+                env, raw = decode_request(read_all(conn))
+                config = json.loads(raw) if raw.strip() else {}
+                version = config.get("cniVersion", version)
+                msg = {"command": env.get("CNI_COMMAND", ""), "containerID": env.get("CNI_CONTAINERID", ""),
+                       "netns": env.get("CNI_NETNS", ""), "ifName": env.get("CNI_IFNAME", ""),
+                       "args": parse_args(env.get("CNI_ARGS", "")), "config": config}
+                reply = self.handle(msg)
+            except (ValueError, AttributeError, Failure) as e:
+                reply = {"error": {"code": getattr(e, "code", 7), "msg": f"bad request from trellis-cni: {e}"}}
+            except OSError as e:
+                log.warning("CNI request: %s", e)
+                return
+            if "error" in reply:
+                err = {"cniVersion": version, **{k: v for k, v in reply["error"].items() if v != ""}}
+                text, status = json.dumps(err) + "\n", 1
+            elif msg["command"] == "ADD":
+                text, status = json.dumps({**reply["result"], "cniVersion": version}) + "\n", 0
+            else:
+                text, status = "", 0
+            try:
+                conn.sendall(f"{status}\n{text}".encode())
+            except OSError as e:
+                log.warning("CNI %s: the plugin went away before the answer: %s", msg["command"], e)
 
     def handle(self, msg: dict) -> dict:
         cmd = msg.get("command", "")

@@ -22,6 +22,11 @@ from trellis.kernel.netns import KernelError
 
 log = logging.getLogger("trellis.agent.dataplane")
 GATEWAY = "169.254.1.1"
+# NOTE: same-node traffic never crosses a wire, so the pod link's MTU only sets the per-packet
+# cost between pods of a node: the largest a veth takes, as lo has. What leaves the node gets
+# the overlay's MTU from the pod's default route (Cilium's split of device and route MTU), so
+# TCP's MSS and PMTU toward other nodes are exactly what a 1450-byte interface would give.
+LINK_MTU = 65535
 
 
 class CNIFailure(Exception):
@@ -52,9 +57,13 @@ def host_ifname(container_id: str, ifname: str) -> str:
 
 
 class PodNetwork:
-    def __init__(self, allocator: Allocator, mtu: int, cluster_cidr: str, netns: str | None = None) -> None:
-        """``netns``: the node's namespace; None when the agent runs inside it (as deployed)."""
+    def __init__(self, allocator: Allocator, mtu: int, cluster_cidr: str, netns: str | None = None,
+                 link_mtu: int = LINK_MTU) -> None:
+        """``mtu``: for traffic leaving the node (the pod's default route); ``link_mtu``: the
+        veth's, for traffic between pods of this node. ``netns``: the node's namespace; None
+        when the agent runs inside it (as deployed)."""
         self.ipam, self.mtu, self.cluster_cidr, self.netns = allocator, mtu, cluster_cidr, netns
+        self.link_mtu = max(link_mtu, mtu)
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
 
@@ -62,16 +71,16 @@ class PodNetwork:
         with self._guard:
             return self._locks.setdefault(key, threading.Lock())
 
-    def result(self, req: Request, r: Reservation, mac: str) -> dict:
+    def result(self, req: Request, r: Reservation, mac: str, host: netlink.Link | None) -> dict:
         """The host veth is listed too (as ptp/bridge do), so chained plugins such as
         ``bandwidth`` find the pod's peer on the host."""
         host_if = host_ifname(req.container_id, req.ifname)
-        host = netlink.get_link(host_if, self.netns)
         return {"cniVersion": req.config.get("cniVersion", "1.0.0"),
                 "interfaces": [{"name": host_if, "mac": host.mac if host else ""},
                                {"name": req.ifname, "mac": mac, "sandbox": req.netns}],
                 "ips": [{"address": f"{r.ip}/32", "gateway": GATEWAY, "interface": 1}],
-                "routes": [{"dst": "0.0.0.0/0", "gw": GATEWAY}], "dns": {}}
+                "routes": [{"dst": "0.0.0.0/0", "gw": GATEWAY}, {"dst": str(self.ipam.net), "gw": GATEWAY}],
+                "dns": {}}
 
     # -- ADD --
     def add(self, req: Request) -> dict:
@@ -83,8 +92,9 @@ class PodNetwork:
             held = self.ipam.find(req.container_id, req.ifname)
             if held is not None:
                 now = netlink.pod_interface(req.netns, req.ifname)
-                if now and f"{held.ip}/32" in now["addrs"] and netlink.get_link(host_if, self.netns):
-                    return self.result(req, held, now["mac"])  # a repeated ADD: same answer
+                host = netlink.get_link(host_if, self.netns)
+                if now and f"{held.ip}/32" in now["addrs"] and host:
+                    return self.result(req, held, now["mac"], host)  # a repeated ADD: same answer
             with contextlib.ExitStack() as undo:
                 try:
                     r = self.ipam.allocate(req.container_id, req.ifname, req.pod, req.netns)
@@ -94,15 +104,16 @@ class PodNetwork:
                 try:
                     netlink.delete_link(host_if, self.netns)  # a half-made veth of an earlier failed ADD
                     undo.callback(netlink.delete_link, host_if, self.netns)  # before: creation may fail half-way
-                    mac = netlink.create_pod_veth(host_if, req.netns, req.ifname, r.ip, self.mtu, GATEWAY, self.netns)
+                    host, mac = netlink.create_pod_veth(host_if, req.netns, req.ifname, r.ip, self.link_mtu,
+                                                        self.mtu, str(self.ipam.net), GATEWAY, self.netns)
                     netlink.write_sysctl(f"net/ipv4/conf/{host_if}/proxy_arp", "1", self.netns)
                     netlink.write_sysctl(f"net/ipv4/neigh/{host_if}/proxy_delay", "0", self.netns)
-                    netlink.replace_route(netlink.Route(f"{r.ip}/32", host_if), self.netns)  # also the RPF check
+                    netlink.replace_host_route(f"{r.ip}/32", host, self.netns)  # also the RPF check
                 except KernelError as e:
                     raise CNIFailure(999, f"wiring pod {req.pod or req.container_id} ({r.ip}, {host_if}): {e}") from None
                 undo.pop_all()
             log.info("ADD %s %s -> %s via %s", req.pod or req.container_id, req.ifname, r.ip, host_if)
-            return self.result(req, r, mac)
+            return self.result(req, r, mac, host)
 
     # -- DEL --
     def delete(self, req: Request) -> None:

@@ -79,8 +79,8 @@ class Agent:
         net = PodNetwork(Allocator(block, store), self.routing.pod_mtu(), self.cluster_cidr)
         net.restore()
         self.network = net
-        log.info("node %s: pod block %s, mode %s, pod MTU %d; ready for pods", self.node, block,
-                 self.routing.mode, net.mtu)
+        log.info("node %s: pod block %s, mode %s, MTU %d off the node (%d between its pods); ready for pods",
+                 self.node, block, self.routing.mode, net.mtu, net.link_mtu)
 
     def sync(self) -> None:
         state = self.routing.reconcile(self.nodes.items())
@@ -123,7 +123,7 @@ class Agent:
         threading.Thread(target=self.policy.run, args=(self.stop,), daemon=True, name="policy").start()
         next_gc = time.monotonic() + 30
         while not self.stop.is_set():
-            key = self.queue.get(timeout=self.resync)
+            self.queue.get(timeout=self.resync)
             try:
                 self.sync()  # on node events and every resync period
                 if time.monotonic() >= next_gc:

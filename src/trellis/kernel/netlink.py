@@ -1,5 +1,8 @@
-"""Netlink through pyroute2: the one place trellis changes links, addresses, routes,
-neighbours and FDB entries.
+"""Netlink: the one place trellis changes links, addresses, routes, neighbours and FDB entries.
+
+The per-pod path (veth, pod addresses and routes, link lookups and deletes) speaks
+rtnetlink directly (``rtnl``), since it runs on every CNI ADD and DEL; the rest
+(VXLAN, FDB, dumps, reconcile) goes through pyroute2.
 
 Functions take names, CIDRs and a namespace (None: the caller's own) and return
 plain data. They have "ensure" semantics: EEXIST on add and ENOENT/ESRCH/ENODEV
@@ -19,24 +22,9 @@ from typing import Iterator
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError as _PyNLError
 
+from trellis.kernel import rtnl
 from trellis.kernel.netns import KernelError, in_netns
-
-RTPROT_TRELLIS = 201  # routes trellis owns carry this protocol number, so stale ones can be swept
-GONE = {errno.ENOENT, errno.ESRCH, errno.ENODEV, errno.EADDRNOTAVAIL}
-
-
-class NetlinkError(KernelError):
-    def __init__(self, step: str, netns: str | None, err: Exception) -> None:
-        code = getattr(err, "code", None)
-        name = errno.errorcode.get(code, "") if isinstance(code, int) else ""
-        where = f" in netns {netns}" if netns else ""
-        super().__init__(f"{step}{where}: {name or ''} {os.strerror(code) if isinstance(code, int) else err}".strip())
-        self.code = code
-
-
-class LinkNotFound(NetlinkError):
-    pass
-
+from trellis.kernel.rtnl import GONE, RTPROT_TRELLIS, Link, LinkNotFound, NetlinkError  # noqa: F401 (re-exported)
 
 _pool: list[IPRoute] = []  # idle sockets of the caller's own namespace, reused across calls
 _pool_lock = threading.Lock()
@@ -80,25 +68,9 @@ def _idx(ip: IPRoute, name: str, netns: str | None) -> int:
     return found[0]
 
 
-@dataclass
-class Link:
-    name: str
-    index: int
-    mac: str
-    mtu: int
-    up: bool
-    kind: str
-
-
 def get_link(name: str, netns: str | None = None) -> Link | None:
-    with ipr(netns) as ip:
-        found = ip.link_lookup(ifname=name)
-        if not found:
-            return None
-        link = ip.get_links(found[0])[0]
-        info = link.get_attr("IFLA_LINKINFO")
-        return Link(name, found[0], link.get_attr("IFLA_ADDRESS"), link.get_attr("IFLA_MTU"),
-                    bool(link["flags"] & 1), info.get_attr("IFLA_INFO_KIND") if info else "")
+    with rtnl.Rtnl(netns) as nl:
+        return nl.get_link(name)
 
 
 def list_links(netns: str | None = None, prefix: str = "") -> list[str]:
@@ -108,64 +80,55 @@ def list_links(netns: str | None = None, prefix: str = "") -> list[str]:
 
 
 def delete_link(name: str, netns: str | None = None) -> bool:
-    with ipr(netns) as ip:
-        found = ip.link_lookup(ifname=name)
-        if not found:
-            return False
-        try:
-            ip.link("del", index=found[0])
-        except _PyNLError as e:
-            if e.code in GONE:
-                return False
-            raise NetlinkError(f"delete link {name}", netns, e) from None
-    return True
+    """True when it was there (deleting a veth takes its peer and its routes with it)."""
+    with rtnl.Rtnl(netns) as nl:
+        return nl.delete_link(name)
 
 
-def create_pod_veth(host_if: str, pod_netns: str, pod_if: str, pod_ip: str, mtu: int,
-                    gateway: str = "169.254.1.1", host_netns: str | None = None) -> str:
-    """Routed-pod veth (Calico style). Returns the pod interface's MAC.
+def create_pod_veth(host_if: str, pod_netns: str, pod_if: str, pod_ip: str, link_mtu: int, route_mtu: int,
+                    local_block: str, gateway: str = "169.254.1.1",
+                    host_netns: str | None = None) -> tuple[Link, str]:
+    """Routed-pod veth (Calico style), the peer created directly in the pod's namespace under
+    its final name. Returns the host end and the pod interface's MAC.
 
-    Pod side: ``pod_ip/32``, a link route to the gateway, default route via it.
-    Host side: up, no address; the caller adds proxy ARP and the /32 route.
-    A temporary peer name avoids clashing with an ``eth0`` that already exists
-    in the host namespace while the peer is created.
+    Pod side: ``pod_ip/32``, a link route to the gateway, a permanent neighbour for the
+    gateway (the host end's MAC, so the pod never ARPs for it; proxy ARP on the host end
+    stays as the fallback), and two routes via the gateway: the default one with
+    ``route_mtu`` (what leaves the node: the overlay's MTU) and ``local_block`` (the other
+    pods of this node) at the link's own ``link_mtu``. Seven requests in one write.
+    The caller adds the host side's proxy ARP and /32 route.
     """
-    tmp = "tmp" + host_if[-12:]
-    with ipr(host_netns) as ip:
-        try:
-            ip.link("add", ifname=host_if, kind="veth", mtu=mtu,
-                    peer={"ifname": tmp, "net_ns_fd": pod_netns, "mtu": mtu})
-        except _PyNLError as e:
-            raise NetlinkError(f"create veth {host_if} (peer in {pod_netns})", host_netns, e) from None
-        try:
-            hidx = _idx(ip, host_if, host_netns)
-            ip.link("set", index=hidx, state="up")
-            host_mac = ip.get_links(hidx)[0].get_attr("IFLA_ADDRESS")
-        except _PyNLError as e:
-            raise NetlinkError(f"set {host_if} up", host_netns, e) from None
-    step = "rename peer"
     try:
-        with ipr(pod_netns) as ip:
-            idx = _idx(ip, tmp, pod_netns)
-            ip.link("set", index=idx, ifname=pod_if)
-            step = f"address {pod_ip}/32 on {pod_if}"
-            ip.addr("add", index=idx, address=pod_ip, prefixlen=32)
-            step = f"set {pod_if} up"
-            ip.link("set", index=idx, state="up")
-            step = f"route to gateway {gateway}"
-            ip.route("add", dst=f"{gateway}/32", oif=idx, scope=253)
-            step = "default route"
-            ip.route("add", dst="0.0.0.0/0", gateway=gateway, oif=idx)
-            # NOTE: a permanent neighbour for the gateway (the host veth's MAC) means the pod
-            # never has to ARP for it; proxy ARP on the host side stays as the fallback.
-            step = f"neighbour {gateway} -> {host_mac}"
-            ip.neigh("replace", dst=gateway, lladdr=host_mac, ifindex=idx, state=0x80)
-            lo = ip.link_lookup(ifname="lo")
-            if lo:
-                ip.link("set", index=lo[0], state="up")
-            return ip.get_links(idx)[0].get_attr("IFLA_ADDRESS")
-    except _PyNLError as e:
-        raise NetlinkError(step, pod_netns, e) from None
+        fd = os.open(pod_netns, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError as e:
+        raise NetlinkError(f"open pod netns for {host_if}", pod_netns, e) from None
+    try:
+        with rtnl.Rtnl(host_netns) as nl:
+            nl.add_veth(host_if, pod_if, fd, link_mtu)
+            host = nl.get_link(host_if)
+    finally:
+        os.close(fd)
+    if host is None:
+        raise LinkNotFound(f"look up {host_if} after creating it", host_netns, OSError(errno.ENODEV, "gone"))
+    with rtnl.Rtnl(pod_netns) as nl:
+        pod = nl.get_link(pod_if)
+        if pod is None:
+            raise LinkNotFound(f"look up {pod_if} after creating it", pod_netns, OSError(errno.ENODEV, "gone"))
+        nl.call(rtnl.set_up(pod_if, f"set {pod_if} up", pod.index),
+                rtnl.add_address(pod.index, f"{pod_ip}/32", f"address {pod_ip}/32 on {pod_if}"),
+                rtnl.route(f"{gateway}/32", pod.index, f"route to gateway {gateway}"),
+                rtnl.route("0.0.0.0/0", pod.index, f"default route (mtu {route_mtu})", gateway=gateway,
+                           mtu=route_mtu),
+                rtnl.route(local_block, pod.index, f"route to this node's pods {local_block}", gateway=gateway),
+                rtnl.permanent_neighbour(pod.index, gateway, host.mac, f"neighbour {gateway} -> {host.mac}"),
+                rtnl.set_up("lo", "set lo up"))
+    return host, pod.mac
+
+
+def replace_host_route(dst: str, link: Link, netns: str | None = None) -> None:
+    """The pod's /32 on its host veth (what the anti-spoofing reverse-path check matches)."""
+    with rtnl.Rtnl(netns) as nl:
+        nl.call(rtnl.route(dst, link.index, f"route {dst} dev {link.name}", proto=RTPROT_TRELLIS, replace=True))
 
 
 def pod_interface(pod_netns: str, pod_if: str) -> dict | None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import copy
-import ipaddress
 import datetime as dt
 import random
 import uuid

@@ -1,0 +1,251 @@
+"""Synchronous rtnetlink for the per-pod path: links, addresses, routes, neighbours. No event loop.
+
+pyroute2 (which trellis uses for everything else) runs each request through an asyncio
+loop, ~0.5-1 ms a request, and ~4 ms to open a socket; CNI ADD issues a dozen requests,
+half of them in a namespace that is new for every pod. Here a request is one ``send`` and
+one ``recv`` (tens of microseconds), a socket in a pod's namespace is opened by entering
+the namespace on the calling thread for the ``socket()`` call only, and several requests
+can go in one ``send``: each is acknowledged on its own, and the first one that failed
+raises ``NetlinkError`` naming its step and namespace.
+
+The message layouts are those of <linux/rtnetlink.h>, <linux/if_link.h> and
+<linux/neighbour.h>; every request asks for an ACK.
+"""
+from __future__ import annotations
+
+import errno
+import ipaddress
+import os
+import socket
+import struct
+from dataclasses import dataclass
+
+from trellis.kernel.netns import KernelError, in_netns
+
+GONE = {errno.ENOENT, errno.ESRCH, errno.ENODEV, errno.EADDRNOTAVAIL}
+RTPROT_BOOT, RTPROT_TRELLIS = 3, 201  # routes trellis owns carry 201, so stale ones can be swept
+
+NLMSG_ERROR = 2
+NLM_F_REQUEST, NLM_F_ACK = 0x1, 0x4
+NLM_F_REPLACE, NLM_F_EXCL, NLM_F_CREATE = 0x100, 0x200, 0x400
+RTM_NEWLINK, RTM_DELLINK, RTM_GETLINK, RTM_SETLINK = 16, 17, 18, 19
+RTM_NEWADDR, RTM_NEWROUTE, RTM_NEWNEIGH = 20, 24, 28
+IFLA_ADDRESS, IFLA_IFNAME, IFLA_MTU, IFLA_LINKINFO, IFLA_NET_NS_FD = 1, 3, 4, 18, 28
+IFLA_INFO_KIND, IFLA_INFO_DATA, VETH_INFO_PEER = 1, 2, 1
+IFA_ADDRESS, IFA_LOCAL = 1, 2
+RTA_DST, RTA_OIF, RTA_GATEWAY, RTA_METRICS = 1, 4, 5, 8
+RTAX_MTU = 2
+NDA_DST, NDA_LLADDR = 1, 2
+IFF_UP, NUD_PERMANENT, RTN_UNICAST, RT_TABLE_MAIN = 0x1, 0x80, 1, 254
+SCOPE_UNIVERSE, SCOPE_LINK = 0, 253
+RTNH_F_ONLINK = 0x4
+NLA_TYPE_MASK = 0x3FFF  # without NLA_F_NESTED / NLA_F_NET_BYTEORDER
+
+
+class NetlinkError(KernelError):
+    """A netlink request failed: which step, which namespace, and the kernel's errno."""
+
+    def __init__(self, step: str, netns: str | None, err: Exception) -> None:
+        code = getattr(err, "code", None)
+        if not isinstance(code, int):
+            code = getattr(err, "errno", None)
+        name = errno.errorcode.get(code, "") if isinstance(code, int) else ""
+        where = f" in netns {netns}" if netns else ""
+        super().__init__(f"{step}{where}: {name or ''} {os.strerror(code) if isinstance(code, int) else err}".strip())
+        self.code = code
+
+
+class LinkNotFound(NetlinkError):
+    pass
+
+
+@dataclass
+class Link:
+    name: str
+    index: int
+    mac: str
+    mtu: int
+    up: bool
+    kind: str
+
+
+# ---- encoding ----------------------------------------------------------------------
+
+def attr(kind: int, data: bytes) -> bytes:
+    n = 4 + len(data)
+    return struct.pack("=HH", n, kind) + data + b"\0" * (-n % 4)
+
+
+def _name(s: str) -> bytes:
+    return s.encode() + b"\0"
+
+
+def _u32(v: int) -> bytes:
+    return struct.pack("=I", v)
+
+
+def _ip4(a: str) -> bytes:
+    return ipaddress.IPv4Address(a).packed
+
+
+def _mac(m: str) -> bytes:
+    return bytes.fromhex(m.replace(":", ""))
+
+
+def ifinfomsg(index: int = 0, up: bool | None = None) -> bytes:
+    """family, pad, type, index, flags, change: ``up`` None leaves the flags alone."""
+    flags, change = (0, 0) if up is None else (IFF_UP if up else 0, IFF_UP)
+    return struct.pack("=BxHiII", socket.AF_UNSPEC, 0, index, flags, change)
+
+
+def rtmsg(dst_len: int, scope: int, proto: int, flags: int = 0) -> bytes:
+    """family, dst_len, src_len, tos, table, protocol, scope, type, flags."""
+    return struct.pack("=BBBBBBBBI", socket.AF_INET, dst_len, 0, 0, RT_TABLE_MAIN, proto, scope, RTN_UNICAST, flags)
+
+
+def parse_attrs(data: bytes, off: int = 0) -> dict[int, bytes]:
+    out = {}
+    while off + 4 <= len(data):
+        n, kind = struct.unpack_from("=HH", data, off)
+        if n < 4:
+            break
+        out[kind & NLA_TYPE_MASK] = data[off + 4:off + n]
+        off += (n + 3) & ~3
+    return out
+
+
+def parse_link(payload: bytes) -> Link:
+    _, _, index, flags, _ = struct.unpack_from("=BxHiII", payload, 0)
+    a = parse_attrs(payload, 16)
+    info = parse_attrs(a.get(IFLA_LINKINFO, b""))
+    return Link(a.get(IFLA_IFNAME, b"").rstrip(b"\0").decode(), index, a.get(IFLA_ADDRESS, b"").hex(":"),
+                struct.unpack("=I", a[IFLA_MTU])[0] if IFLA_MTU in a else 0, bool(flags & IFF_UP),
+                info.get(IFLA_INFO_KIND, b"").rstrip(b"\0").decode())
+
+
+# ---- the socket ----------------------------------------------------------------------
+
+Request = tuple[str, int, int, bytes]  # (step, message type, extra flags, body)
+
+
+class Rtnl:
+    """An rtnetlink socket in ``netns`` (a name, a path, or None for the caller's own)."""
+
+    def __init__(self, netns: str | None = None) -> None:
+        self.netns = netns
+        self.seq = 0
+        try:
+            with in_netns(netns):
+                self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC,
+                                          socket.NETLINK_ROUTE)
+            self.sock.bind((0, 0))
+        except OSError as e:
+            raise NetlinkError("open netlink", netns, e) from None
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def __enter__(self) -> "Rtnl":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def call(self, *reqs: Request, ok: frozenset[int] = frozenset()) -> list[bytes | None]:
+        """Send the requests in one write and wait for every ACK. Returns each request's reply
+        payload (for GET) or None. The first request whose error is not in ``ok`` raises."""
+        buf = bytearray()
+        first = self.seq + 1
+        for step, kind, flags, body in reqs:
+            self.seq += 1
+            buf += struct.pack("=IHHII", 16 + len(body), kind, flags | NLM_F_REQUEST | NLM_F_ACK, self.seq, 0)
+            buf += body
+        try:
+            self.sock.sendto(buf, (0, 0))
+        except OSError as e:
+            raise NetlinkError(reqs[0][0], self.netns, e) from None
+        replies: list[bytes | None] = [None] * len(reqs)
+        errors: list[int] = [0] * len(reqs)
+        pending = len(reqs)
+        while pending:
+            data = self.sock.recv(1 << 16)
+            off = 0
+            while off + 16 <= len(data):
+                n, kind, _, seq, _ = struct.unpack_from("=IHHII", data, off)
+                i = seq - first
+                if 0 <= i < len(reqs):
+                    if kind == NLMSG_ERROR:
+                        errors[i] = -struct.unpack_from("=i", data, off + 16)[0]
+                        pending -= 1
+                    else:
+                        replies[i] = bytes(data[off + 16:off + n])
+                off += (n + 3) & ~3
+        for (step, _, _, _), err in zip(reqs, errors):
+            if err and err not in ok:
+                cls = LinkNotFound if err == errno.ENODEV else NetlinkError
+                raise cls(step, self.netns, OSError(err, os.strerror(err)))
+        return [None if e else r for r, e in zip(replies, errors)]
+
+    # -- links --
+    def get_link(self, name: str) -> Link | None:
+        body = ifinfomsg() + attr(IFLA_IFNAME, _name(name))
+        (reply,) = self.call((f"look up link {name}", RTM_GETLINK, 0, body), ok=frozenset(GONE))
+        return parse_link(reply) if reply else None
+
+    def delete_link(self, name: str) -> bool:
+        """True when it was there."""
+        body = ifinfomsg() + attr(IFLA_IFNAME, _name(name))
+        try:
+            self.call((f"delete link {name}", RTM_DELLINK, 0, body))
+        except NetlinkError as e:
+            if e.code in GONE:
+                return False
+            raise
+        return True
+
+    def add_veth(self, name: str, peer: str, peer_netns_fd: int, mtu: int) -> None:
+        """The host end comes up at once; the peer is created directly in the namespace of
+        ``peer_netns_fd``, down (it cannot open before the pair is joined: ENOTCONN)."""
+        peer_body = (ifinfomsg() + attr(IFLA_IFNAME, _name(peer)) + attr(IFLA_MTU, _u32(mtu))
+                     + attr(IFLA_NET_NS_FD, _u32(peer_netns_fd)))
+        info = attr(IFLA_INFO_KIND, b"veth") + attr(IFLA_INFO_DATA, attr(VETH_INFO_PEER, peer_body))
+        body = ifinfomsg(up=True) + attr(IFLA_IFNAME, _name(name)) + attr(IFLA_MTU, _u32(mtu)) + attr(IFLA_LINKINFO, info)
+        self.call((f"create veth {name} (peer {peer})", RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL, body))
+
+
+# ---- requests to batch with Rtnl.call ---------------------------------------------------
+
+def add_address(index: int, cidr: str, step: str) -> Request:
+    iface = ipaddress.IPv4Interface(cidr)
+    body = struct.pack("=BBBBI", socket.AF_INET, iface.network.prefixlen, 0, SCOPE_UNIVERSE, index)
+    body += attr(IFA_LOCAL, iface.ip.packed) + attr(IFA_ADDRESS, iface.ip.packed)
+    return (step, RTM_NEWADDR, NLM_F_CREATE | NLM_F_EXCL, body)
+
+
+def route(dst: str, oif: int, step: str, gateway: str | None = None, proto: int = RTPROT_BOOT,
+          replace: bool = False, mtu: int | None = None) -> Request:
+    """A main-table route: link scope without a gateway; with one, universe scope (onlink
+    when ``proto`` is trellis', so the gateway needs no covering route). ``mtu``: the
+    route's own MTU (``ip route ... mtu N``), below the device's."""
+    net = ipaddress.IPv4Network(dst)
+    onlink = RTNH_F_ONLINK if gateway and proto == RTPROT_TRELLIS else 0
+    body = rtmsg(net.prefixlen, SCOPE_UNIVERSE if gateway else SCOPE_LINK, proto, onlink)
+    if net.prefixlen:
+        body += attr(RTA_DST, net.network_address.packed)
+    if gateway:
+        body += attr(RTA_GATEWAY, _ip4(gateway))
+    body += attr(RTA_OIF, _u32(oif))
+    if mtu:
+        body += attr(RTA_METRICS, attr(RTAX_MTU, _u32(mtu)))
+    return (step, RTM_NEWROUTE, NLM_F_CREATE | (NLM_F_REPLACE if replace else NLM_F_EXCL), body)
+
+
+def permanent_neighbour(index: int, ip: str, mac: str, step: str) -> Request:
+    body = struct.pack("=BxxxiHBB", socket.AF_INET, index, NUD_PERMANENT, 0, 0)
+    body += attr(NDA_DST, _ip4(ip)) + attr(NDA_LLADDR, _mac(mac))
+    return (step, RTM_NEWNEIGH, NLM_F_CREATE | NLM_F_REPLACE, body)
+
+
+def set_up(name: str, step: str, index: int = 0) -> Request:
+    """By index, or by name when index is 0."""
+    return (step, RTM_SETLINK, 0, ifinfomsg(index, up=True) + (b"" if index else attr(IFLA_IFNAME, _name(name))))
