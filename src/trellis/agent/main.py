@@ -132,7 +132,6 @@ class Agent:
             except KernelError as e:
                 log.warning("reconcile failed (%s); retrying", e)
                 self.queue.add("sync", 1.0)
-            del key
 
     def shutdown(self) -> None:
         self.stop.set()
