@@ -112,6 +112,16 @@ def test_failed_add_leaves_nothing(node):
     assert not [r for r in netlink.owned_routes(n) if r.dst.startswith("10.244.1.")]
 
 
+def test_add_replaces_a_half_made_veth_of_an_earlier_attempt(node):
+    sp, n, net = node
+    pod = sp.add("retry")
+    host_if = host_ifname("cid-r", "eth0")
+    sh(n, "ip", "link", "add", host_if, "type", "veth", "peer", "name", "leftover0")  # as a crash might leave it
+    res = net.add(Request("ADD", "cid-r", f"/run/netns/{pod}", "eth0"))
+    assert netlink.get_link(host_if, n).kind == "veth" and netlink.get_link("leftover0", n) is None
+    assert ping(n, res["ips"][0]["address"].split("/")[0])
+
+
 def test_exhausted_block_says_try_again_and_leaks_nothing(tmp_path):
     sp = Spaces()
     try:

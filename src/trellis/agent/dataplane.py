@@ -9,6 +9,8 @@ missing namespace or link is success and the IP is released anyway.
 from __future__ import annotations
 
 import contextlib
+import errno
+import functools
 import hashlib
 import logging
 import os
@@ -102,10 +104,16 @@ class PodNetwork:
                     raise CNIFailure(11 if "no free" in str(e) else 999, str(e)) from None
                 undo.callback(self.ipam.release, req.container_id, req.ifname)
                 try:
-                    netlink.delete_link(host_if, self.netns)  # a half-made veth of an earlier failed ADD
                     undo.callback(netlink.delete_link, host_if, self.netns)  # before: creation may fail half-way
-                    host, mac = netlink.create_pod_veth(host_if, req.netns, req.ifname, r.ip, self.link_mtu,
-                                                        self.mtu, str(self.ipam.net), GATEWAY, self.netns)
+                    wire = functools.partial(netlink.create_pod_veth, host_if, req.netns, req.ifname, r.ip,
+                                             self.link_mtu, self.mtu, str(self.ipam.net), GATEWAY, self.netns)
+                    try:
+                        host, mac = wire()
+                    except netlink.NetlinkError as e:
+                        if e.code != errno.EEXIST:
+                            raise
+                        netlink.delete_link(host_if, self.netns)  # a half-made veth of an earlier failed ADD
+                        host, mac = wire()
                     netlink.write_sysctl(f"net/ipv4/conf/{host_if}/proxy_arp", "1", self.netns)
                     netlink.write_sysctl(f"net/ipv4/neigh/{host_if}/proxy_delay", "0", self.netns)
                     netlink.replace_host_route(f"{r.ip}/32", host, self.netns)  # also the RPF check

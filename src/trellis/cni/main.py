@@ -158,10 +158,14 @@ def run(env: dict[str, str], stdin, stdout) -> int:
         return 1
 
 
-def main() -> int:
+def main() -> None:
+    """Run, then leave without the interpreter's teardown (module and GC clean-up, ~1.5 ms
+    of every exec): stdout is flushed by hand, and nothing else needs a goodbye."""
     env = {k.decode(errors="replace"): v.decode(errors="replace") for k, v in posix.environ.items()}
-    return run(env, sys.stdin, sys.stdout)
+    code = run(env, sys.stdin, sys.stdout)
+    sys.stdout.flush()
+    posix._exit(code)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

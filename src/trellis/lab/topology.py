@@ -376,12 +376,13 @@ def cni_interpreter() -> str:
 
 def write_cni_launcher(path: str) -> None:
     """trellis-cni starts with -I -S (no site, no .pth hooks): what a runtime pays on every
-    ADD and DEL is the interpreter's start and two small imports."""
-    import trellis
-    pkg_parent = os.path.dirname(os.path.dirname(os.path.abspath(trellis.__file__)))
+    ADD and DEL is the interpreter's start and one small module. The module is imported
+    from its own directory, as ``main``, so that the two package ``__init__`` files are
+    not (it imports nothing from trellis; its compiled form is the same cached file)."""
+    import trellis.cni.main as plugin
     with open(path, "w") as f:
-        f.write(f"#!{cni_interpreter()} -IS\nimport sys\nsys.path.insert(0, {pkg_parent!r})\n"
-                "from trellis.cni.main import main\nsys.exit(main())\n")
+        f.write(f"#!{cni_interpreter()} -IS\nimport sys\nsys.path.insert(0, {os.path.dirname(plugin.__file__)!r})\n"
+                "from main import main\nmain()\n")
     os.chmod(path, 0o755)
 
 
