@@ -7,7 +7,8 @@
 - TCP throughput (iperf3, median of 3 interleaved runs): same node pod-to-pod vs a bare
   veth pair at its default MTU and at the pods' link MTU; across nodes over VXLAN vs the
   underlay path between the nodes;
-- agent resident memory with 100 pods on its node (a real lab node).
+- agent resident memory with 100 pods on its node (a real lab node), and ADD latency through
+  that node's full agent (policy compiled and installed before the answer; kubelet paused).
 
 Everything runs in throwaway namespaces (prefix ``tk<hex>``, the tests' helper) and is removed at the end.
 Run as root: ``.venv/bin/python bench/cni_bench.py``; the table goes to docs/bench-cni.md.
@@ -79,9 +80,10 @@ class Bench(Spaces):
         assert p.stdout.readline().strip() == "ready"
         return sock
 
-    def cni(self, node_ns: str, exe: str, conf: dict, cmd: str, cid: str, pod_ns: str) -> float:
+    def cni(self, node_ns: str, exe: str, conf: dict, cmd: str, cid: str, pod_ns: str, args: str = "") -> float:
         env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "CNI_COMMAND": cmd, "CNI_CONTAINERID": cid,
-               "CNI_NETNS": f"/run/netns/{pod_ns}", "CNI_IFNAME": "eth0", "CNI_PATH": "/usr/lib/cni"}
+               "CNI_NETNS": f"/run/netns/{pod_ns}", "CNI_IFNAME": "eth0", "CNI_PATH": "/usr/lib/cni",
+               **({"CNI_ARGS": args} if args else {})}
         t0 = time.perf_counter()
         p = subprocess.run(["nsenter", f"--net=/run/netns/{node_ns}", "--", exe], input=json.dumps(conf),
                            capture_output=True, text=True, env=env)
@@ -196,11 +198,15 @@ def bench_throughput(b: Bench) -> None:
         f"{g['cross'] / g['underlay']:.0%}")
 
 
-def bench_agent_memory() -> None:
+def bench_lab_node() -> None:
+    """A real one-node lab: the agent's memory with 100 pods, then ADD through its full agent
+    (policy compiled and installed before the answer) for pods that exist in the API."""
+    import signal
     from trellis.kube.client import KubeClient
     from trellis.lab import topology
     name = f"cb{uuid.uuid4().hex[:5]}"
     cfg = topology.up(name, 1)
+    spaces = Bench()
     try:
         c = KubeClient(cfg.api_url)
         dep = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "hundred"},
@@ -214,11 +220,34 @@ def bench_agent_memory() -> None:
             if sum(1 for p in pods if p["status"].get("podIP")) == 100:
                 break
             time.sleep(0.5)
-        pid = topology.components(cfg)["agent-node-1"]
-        with open(f"/proc/{pid}/status") as f:
+        comps = topology.components(cfg)
+        with open(f"/proc/{comps['agent-node-1']}/status") as f:
             rss = next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
         row("agent RSS with 100 pods on its node", f"{rss / 1024:.1f} MiB", "", "")
+        # the kubelet is paused, so that the pods below are wired by this benchmark alone
+        node_ns, kubelet = cfg.ns("node-1"), comps["kubelet-node-1"]
+        with open(os.path.join(topology.node_dir(cfg, "node-1"), "cni", "net.d", "10-trellis.conflist")) as f:
+            conflist = json.load(f)
+        conf = {"cniVersion": conflist["cniVersion"], "name": conflist["name"], **conflist["plugins"][0]}
+        exe = os.path.join(cfg.dir, "cni-bin", "trellis")
+        os.kill(kubelet, signal.SIGSTOP)
+        try:
+            for i in range(SEQ):
+                c.create("v1", "pods", {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": f"full{i}",
+                         "labels": {"app": "full"}}, "spec": {"nodeName": "node-1", "containers": [
+                             {"name": "c", "image": "busybox", "command": ["sleep", "3600"]}]}}, "default")
+            sandboxes = [spaces.ns(f"f{i}") for i in range(SEQ)]
+            adds = [spaces.cni(node_ns, exe, conf, "ADD", f"full{i}", sandboxes[i],
+                               f"K8S_POD_NAMESPACE=default;K8S_POD_NAME=full{i}") for i in range(SEQ)]
+            for i in range(SEQ):
+                spaces.cni(node_ns, exe, conf, "DEL", f"full{i}", sandboxes[i],
+                           f"K8S_POD_NAMESPACE=default;K8S_POD_NAME=full{i}")
+        finally:
+            os.kill(kubelet, signal.SIGCONT)
+        ms = lambda x: f"{x * 1000:.1f} ms"  # noqa: E731
+        row("ADD p50 / p99 via a lab node's full agent", f"{ms(pct(adds, 50))} / {ms(pct(adds, 99))}", "", "")
     finally:
+        spaces.close()
         topology.down(name, force=True)
 
 
@@ -238,7 +267,7 @@ def main() -> int:
         bench_throughput(b)
     finally:
         b.close()
-    bench_agent_memory()
+    bench_lab_node()
     write_markdown("bench-cni.md", "CNI benchmarks", "cni_bench.py",
                    "Reference: Debian's containernetworking-plugins `bridge` + `host-local` (latency), a bare veth pair and the underlay path (throughput), measured in the same run. "
                    "Latency is the runtime's view: exec of the plugin (through nsenter into the node) until it exits; trellis' side is trellis-cni plus the agent's CNI path "
