@@ -271,7 +271,7 @@ def main() -> int:
     write_markdown("bench-cni.md", "CNI benchmarks", "cni_bench.py",
                    "Reference: Debian's containernetworking-plugins `bridge` + `host-local` (latency), a bare veth pair and the underlay path (throughput), measured in the same run. "
                    "Latency is the runtime's view: exec of the plugin (through nsenter into the node) until it exits; trellis' side is trellis-cni plus the agent's CNI path "
-                   "(server, IPAM, dataplane) without the policy engine, which a full agent also runs before it answers. "
+                   "(server, IPAM, dataplane) without the policy engine, which a full agent also runs before it answers (the last row: a real lab node). "
                    "Parallel: 5 rounds, the two plugins taking turns; throughput: median of 3 interleaved iperf3 runs per path.",
                    ["measurement", "trellis", "reference", "ratio"], ROWS)
     return 0
