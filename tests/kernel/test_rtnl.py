@@ -55,3 +55,13 @@ def test_the_failing_request_of_a_batch_is_named(spaces):
                 nl.add_veth("x" * 20, "peer", fd, 1500)  # too long a name
             finally:
                 os.close(fd)
+
+
+def test_the_kernels_own_reason_comes_along(spaces):
+    ns = spaces.add("extack")
+    with rtnl.Rtnl(ns) as nl:
+        lo = nl.get_link("lo")
+        with pytest.raises(rtnl.NetlinkError) as e:
+            nl.call(rtnl.route("10.9.9.0/24", lo.index, "route via 10.1.1.1", gateway="10.1.1.1"))
+    assert str(e.value) == (f"route via 10.1.1.1 in netns {ns}: ENETUNREACH Network is unreachable "
+                            "(Nexthop has invalid gateway)")

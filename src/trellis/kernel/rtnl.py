@@ -27,6 +27,9 @@ RTPROT_BOOT, RTPROT_TRELLIS = 3, 201  # routes trellis owns carry 201, so stale 
 
 NLMSG_ERROR = 2
 NLM_F_REQUEST, NLM_F_ACK = 0x1, 0x4
+NLM_F_CAPPED, NLM_F_ACK_TLVS = 0x100, 0x200  # in an ACK: payload left out; extended-ACK attributes follow
+SOL_NETLINK, NETLINK_CAP_ACK, NETLINK_EXT_ACK = 270, 10, 11
+NLMSGERR_ATTR_MSG = 1
 NLM_F_REPLACE, NLM_F_EXCL, NLM_F_CREATE = 0x100, 0x200, 0x400
 RTM_NEWLINK, RTM_DELLINK, RTM_GETLINK, RTM_SETLINK = 16, 17, 18, 19
 RTM_NEWADDR, RTM_NEWROUTE, RTM_NEWNEIGH = 20, 24, 28
@@ -45,13 +48,15 @@ NLA_TYPE_MASK = 0x3FFF  # without NLA_F_NESTED / NLA_F_NET_BYTEORDER
 class NetlinkError(KernelError):
     """A netlink request failed: which step, which namespace, and the kernel's errno."""
 
-    def __init__(self, step: str, netns: str | None, err: Exception) -> None:
+    def __init__(self, step: str, netns: str | None, err: Exception, detail: str = "") -> None:
+        """``detail``: the kernel's own words (extended ACK), when it gave any."""
         code = getattr(err, "code", None)
         if not isinstance(code, int):
             code = getattr(err, "errno", None)
         name = errno.errorcode.get(code, "") if isinstance(code, int) else ""
         where = f" in netns {netns}" if netns else ""
-        super().__init__(f"{step}{where}: {name or ''} {os.strerror(code) if isinstance(code, int) else err}".strip())
+        text = f"{step}{where}: {name or ''} {os.strerror(code) if isinstance(code, int) else err}".strip()
+        super().__init__(f"{text} ({detail})" if detail else text)
         self.code = code
 
 
@@ -139,6 +144,9 @@ class Rtnl:
                 self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC,
                                           socket.NETLINK_ROUTE)
             self.sock.bind((0, 0))
+            # ACKs without a copy of the request, and with the kernel's reason when it has one
+            self.sock.setsockopt(SOL_NETLINK, NETLINK_CAP_ACK, 1)
+            self.sock.setsockopt(SOL_NETLINK, NETLINK_EXT_ACK, 1)
         except OSError as e:
             raise NetlinkError("open netlink", netns, e) from None
 
@@ -166,24 +174,28 @@ class Rtnl:
             raise NetlinkError(reqs[0][0], self.netns, e) from None
         replies: list[bytes | None] = [None] * len(reqs)
         errors: list[int] = [0] * len(reqs)
+        details: list[str] = [""] * len(reqs)
         pending = len(reqs)
         while pending:
             data = self.sock.recv(1 << 16)
             off = 0
             while off + 16 <= len(data):
-                n, kind, _, seq, _ = struct.unpack_from("=IHHII", data, off)
+                n, kind, flags, seq, _ = struct.unpack_from("=IHHII", data, off)
                 i = seq - first
                 if 0 <= i < len(reqs):
                     if kind == NLMSG_ERROR:
                         errors[i] = -struct.unpack_from("=i", data, off + 16)[0]
+                        if errors[i] and flags & NLM_F_ACK_TLVS and flags & NLM_F_CAPPED:
+                            msg = parse_attrs(data[off + 36:off + n]).get(NLMSGERR_ATTR_MSG, b"")
+                            details[i] = msg.rstrip(b"\0").decode(errors="replace")
                         pending -= 1
                     else:
                         replies[i] = bytes(data[off + 16:off + n])
                 off += (n + 3) & ~3
-        for (step, _, _, _), err in zip(reqs, errors):
+        for (step, _, _, _), err, detail in zip(reqs, errors, details):
             if err and err not in ok:
                 cls = LinkNotFound if err == errno.ENODEV else NetlinkError
-                raise cls(step, self.netns, OSError(err, os.strerror(err)))
+                raise cls(step, self.netns, OSError(err, os.strerror(err)), detail)
         return [None if e else r for r, e in zip(replies, errors)]
 
     # -- links --
