@@ -1,9 +1,9 @@
 """Network namespaces: create, delete, list, enter; and running ``ip`` with context.
 
-``in_netns`` switches the *calling thread* (setns only affects one thread), so
-it is meant for single-threaded moments such as creating a listening socket
-before an event loop starts. Everything else runs commands with ``ip -n``/
-``ip netns exec`` or uses pyroute2's ``IPRoute(netns=...)``.
+``in_netns`` switches the *calling thread* (setns only affects one thread), for
+short moments: opening a socket that then belongs to the namespace (netlink, a
+listener), or a /proc/sys file. Everything else runs commands with ``ip -n``/
+``ip netns exec``.
 """
 from __future__ import annotations
 

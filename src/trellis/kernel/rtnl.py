@@ -1,15 +1,17 @@
-"""Synchronous rtnetlink for the per-pod path: links, addresses, routes, neighbours. No event loop.
+"""Synchronous rtnetlink: links, addresses, routes, neighbours and FDB entries. No event loop.
 
-pyroute2 (which trellis uses for everything else) runs each request through an asyncio
-loop, ~0.5-1 ms a request, and ~4 ms to open a socket; CNI ADD issues a dozen requests,
-half of them in a namespace that is new for every pod. Here a request is one ``send`` and
-one ``recv`` (tens of microseconds), a socket in a pod's namespace is opened by entering
-the namespace on the calling thread for the ``socket()`` call only, and several requests
-can go in one ``send``: each is acknowledged on its own, and the first one that failed
-raises ``NetlinkError`` naming its step and namespace.
+trellis needs a small part of rtnetlink, and needs it fast: CNI ADD issues a dozen
+requests, half of them in a namespace that is new for every pod. (pyroute2, used before,
+runs every request through an asyncio loop: ~0.5-1 ms a request and ~4 ms to open a
+socket.) Here a request is one ``sendto`` and one ``recv`` (tens of microseconds), a
+socket in another namespace is opened by entering it on the calling thread for the
+``socket()`` call only, and several requests can go in one write: each is acknowledged
+on its own, and the first one that failed raises ``NetlinkError`` naming its step, the
+namespace and the kernel's own reason (extended ACK) when it gives one. Dumps read
+until NLMSG_DONE.
 
-The message layouts are those of <linux/rtnetlink.h>, <linux/if_link.h> and
-<linux/neighbour.h>; every request asks for an ACK.
+The message layouts are those of <linux/rtnetlink.h>, <linux/if_link.h>,
+<linux/if_addr.h> and <linux/neighbour.h>.
 """
 from __future__ import annotations
 
@@ -25,22 +27,27 @@ from trellis.kernel.netns import KernelError, in_netns
 GONE = {errno.ENOENT, errno.ESRCH, errno.ENODEV, errno.EADDRNOTAVAIL}
 RTPROT_BOOT, RTPROT_TRELLIS = 3, 201  # routes trellis owns carry 201, so stale ones can be swept
 
-NLMSG_ERROR = 2
-NLM_F_REQUEST, NLM_F_ACK = 0x1, 0x4
+NLMSG_ERROR, NLMSG_DONE = 2, 3
+NLM_F_REQUEST, NLM_F_ACK, NLM_F_DUMP = 0x1, 0x4, 0x300
 NLM_F_CAPPED, NLM_F_ACK_TLVS = 0x100, 0x200  # in an ACK: payload left out; extended-ACK attributes follow
 SOL_NETLINK, NETLINK_CAP_ACK, NETLINK_EXT_ACK = 270, 10, 11
 NLMSGERR_ATTR_MSG = 1
 NLM_F_REPLACE, NLM_F_EXCL, NLM_F_CREATE = 0x100, 0x200, 0x400
 RTM_NEWLINK, RTM_DELLINK, RTM_GETLINK, RTM_SETLINK = 16, 17, 18, 19
-RTM_NEWADDR, RTM_NEWROUTE, RTM_NEWNEIGH = 20, 24, 28
+RTM_NEWADDR, RTM_DELADDR, RTM_GETADDR = 20, 21, 22
+RTM_NEWROUTE, RTM_DELROUTE, RTM_GETROUTE = 24, 25, 26
+RTM_NEWNEIGH, RTM_DELNEIGH, RTM_GETNEIGH = 28, 29, 30
 IFLA_ADDRESS, IFLA_IFNAME, IFLA_MTU, IFLA_LINKINFO, IFLA_NET_NS_FD = 1, 3, 4, 18, 28
 IFLA_INFO_KIND, IFLA_INFO_DATA, VETH_INFO_PEER = 1, 2, 1
-IFA_ADDRESS, IFA_LOCAL = 1, 2
+IFLA_VXLAN_ID, IFLA_VXLAN_LINK, IFLA_VXLAN_LOCAL, IFLA_VXLAN_LEARNING, IFLA_VXLAN_PORT = 1, 3, 4, 7, 15
+IFA_ADDRESS, IFA_LOCAL, IFA_LABEL = 1, 2, 3
 RTA_DST, RTA_OIF, RTA_GATEWAY, RTA_METRICS = 1, 4, 5, 8
 RTAX_MTU = 2
 NDA_DST, NDA_LLADDR = 1, 2
+RTA_TABLE = 15
 IFF_UP, NUD_PERMANENT, RTN_UNICAST, RT_TABLE_MAIN = 0x1, 0x80, 1, 254
-SCOPE_UNIVERSE, SCOPE_LINK = 0, 253
+NTF_SELF, AF_BRIDGE = 0x02, 7
+SCOPE_UNIVERSE, SCOPE_LINK, SCOPE_HOST, SCOPE_NOWHERE = 0, 253, 254, 255
 RTNH_F_ONLINK = 0x4
 NLA_TYPE_MASK = 0x3FFF  # without NLA_F_NESTED / NLA_F_NET_BYTEORDER
 
@@ -72,6 +79,31 @@ class Link:
     mtu: int
     up: bool
     kind: str
+    info: dict[int, bytes] | None = None  # IFLA_INFO_DATA attributes (the vxlan's id, local address...)
+
+
+@dataclass(frozen=True)
+class Address:
+    cidr: str
+    index: int
+    label: str
+
+
+@dataclass(frozen=True)
+class RouteEntry:
+    dst: str  # CIDR
+    oif: int
+    gateway: str | None
+    proto: int
+    table: int
+
+
+@dataclass(frozen=True)
+class Neighbour:
+    ip: str | None  # NDA_DST: the IP for ARP entries, the remote underlay address for FDB entries
+    mac: str
+    index: int
+    state: int
 
 
 # ---- encoding ----------------------------------------------------------------------
@@ -85,11 +117,11 @@ def _name(s: str) -> bytes:
     return s.encode() + b"\0"
 
 
-def _u32(v: int) -> bytes:
+def u32(v: int) -> bytes:
     return struct.pack("=I", v)
 
 
-def _ip4(a: str) -> bytes:
+def ip4(a: str) -> bytes:
     return ipaddress.IPv4Address(a).packed
 
 
@@ -119,13 +151,42 @@ def parse_attrs(data: bytes, off: int = 0) -> dict[int, bytes]:
     return out
 
 
+def _text(b: bytes) -> str:
+    return b.rstrip(b"\0").decode()
+
+
+def _ip(b: bytes | None) -> str | None:
+    return str(ipaddress.IPv4Address(b)) if b and len(b) == 4 else None
+
+
 def parse_link(payload: bytes) -> Link:
     _, _, index, flags, _ = struct.unpack_from("=BxHiII", payload, 0)
     a = parse_attrs(payload, 16)
     info = parse_attrs(a.get(IFLA_LINKINFO, b""))
-    return Link(a.get(IFLA_IFNAME, b"").rstrip(b"\0").decode(), index, a.get(IFLA_ADDRESS, b"").hex(":"),
+    return Link(_text(a.get(IFLA_IFNAME, b"")), index, a.get(IFLA_ADDRESS, b"").hex(":"),
                 struct.unpack("=I", a[IFLA_MTU])[0] if IFLA_MTU in a else 0, bool(flags & IFF_UP),
-                info.get(IFLA_INFO_KIND, b"").rstrip(b"\0").decode())
+                _text(info.get(IFLA_INFO_KIND, b"")), parse_attrs(info.get(IFLA_INFO_DATA, b"")))
+
+
+def parse_address(payload: bytes) -> Address:
+    _, prefixlen, _, _, index = struct.unpack_from("=BBBBI", payload, 0)
+    a = parse_attrs(payload, 8)
+    return Address(f"{_ip(a.get(IFA_LOCAL) or a.get(IFA_ADDRESS))}/{prefixlen}", index, _text(a.get(IFA_LABEL, b"")))
+
+
+def parse_route(payload: bytes) -> RouteEntry:
+    _, dst_len, _, _, table, proto, _, _, _ = struct.unpack_from("=BBBBBBBBI", payload, 0)
+    a = parse_attrs(payload, 12)
+    if RTA_TABLE in a:
+        table = struct.unpack("=I", a[RTA_TABLE])[0]
+    return RouteEntry(f"{_ip(a.get(RTA_DST)) or '0.0.0.0'}/{dst_len}",
+                      struct.unpack("=I", a[RTA_OIF])[0] if RTA_OIF in a else 0, _ip(a.get(RTA_GATEWAY)), proto, table)
+
+
+def parse_neighbour(payload: bytes) -> Neighbour:
+    _, index, state, _, _ = struct.unpack_from("=BxxxiHBB", payload, 0)
+    a = parse_attrs(payload, 12)
+    return Neighbour(_ip(a.get(NDA_DST)), a.get(NDA_LLADDR, b"").hex(":"), index, state)
 
 
 # ---- the socket ----------------------------------------------------------------------
@@ -218,11 +279,72 @@ class Rtnl:
     def add_veth(self, name: str, peer: str, peer_netns_fd: int, mtu: int) -> None:
         """The host end comes up at once; the peer is created directly in the namespace of
         ``peer_netns_fd``, down (it cannot open before the pair is joined: ENOTCONN)."""
-        peer_body = (ifinfomsg() + attr(IFLA_IFNAME, _name(peer)) + attr(IFLA_MTU, _u32(mtu))
-                     + attr(IFLA_NET_NS_FD, _u32(peer_netns_fd)))
+        peer_body = (ifinfomsg() + attr(IFLA_IFNAME, _name(peer)) + attr(IFLA_MTU, u32(mtu))
+                     + attr(IFLA_NET_NS_FD, u32(peer_netns_fd)))
         info = attr(IFLA_INFO_KIND, b"veth") + attr(IFLA_INFO_DATA, attr(VETH_INFO_PEER, peer_body))
-        body = ifinfomsg(up=True) + attr(IFLA_IFNAME, _name(name)) + attr(IFLA_MTU, _u32(mtu)) + attr(IFLA_LINKINFO, info)
+        body = ifinfomsg(up=True) + attr(IFLA_IFNAME, _name(name)) + attr(IFLA_MTU, u32(mtu)) + attr(IFLA_LINKINFO, info)
         self.call((f"create veth {name} (peer {peer})", RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL, body))
+
+    def add_vxlan(self, name: str, vni: int, local: str, underlay_index: int, port: int) -> None:
+        """Learning off: every FDB entry is programmed."""
+        data = (attr(IFLA_VXLAN_ID, u32(vni)) + attr(IFLA_VXLAN_LOCAL, ip4(local))
+                + attr(IFLA_VXLAN_LINK, u32(underlay_index)) + attr(IFLA_VXLAN_PORT, struct.pack("!H", port))
+                + attr(IFLA_VXLAN_LEARNING, b"\0"))
+        info = attr(IFLA_INFO_KIND, b"vxlan") + attr(IFLA_INFO_DATA, data)
+        self.call((f"create vxlan {name} (vni {vni}, local {local})", RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL,
+                   ifinfomsg() + attr(IFLA_IFNAME, _name(name)) + attr(IFLA_LINKINFO, info)))
+
+    def set_link(self, index: int, step: str, mac: str | None = None, mtu: int | None = None,
+                 up: bool | None = None) -> None:
+        body = ifinfomsg(index, up=up)
+        if mac:
+            body += attr(IFLA_ADDRESS, _mac(mac))
+        if mtu:
+            body += attr(IFLA_MTU, u32(mtu))
+        self.call((step, RTM_SETLINK, 0, body))
+
+    # -- dumps --
+    def dump(self, kind: int, body: bytes, step: str) -> list[bytes]:
+        """Every message of a dump request, until NLMSG_DONE."""
+        self.seq += 1
+        seq = self.seq
+        try:
+            self.sock.sendto(struct.pack("=IHHII", 16 + len(body), kind, NLM_F_REQUEST | NLM_F_DUMP, seq, 0) + body,
+                             (0, 0))
+        except OSError as e:
+            raise NetlinkError(step, self.netns, e) from None
+        out = []
+        while True:
+            data = self.sock.recv(1 << 20)
+            off = 0
+            while off + 16 <= len(data):
+                n, mkind, _, mseq, _ = struct.unpack_from("=IHHII", data, off)
+                if mseq == seq:
+                    if mkind == NLMSG_DONE:
+                        return out
+                    if mkind == NLMSG_ERROR:
+                        err = -struct.unpack_from("=i", data, off + 16)[0]
+                        raise NetlinkError(step, self.netns, OSError(err, os.strerror(err)))
+                    out.append(bytes(data[off + 16:off + n]))
+                off += (n + 3) & ~3
+
+    def links(self) -> list[Link]:
+        return [parse_link(m) for m in self.dump(RTM_GETLINK, ifinfomsg(), "list links")]
+
+    def addresses(self, index: int = 0) -> list[Address]:
+        """IPv4 addresses (of one link when ``index`` is given)."""
+        msgs = self.dump(RTM_GETADDR, struct.pack("=BBBBI", socket.AF_INET, 0, 0, 0, 0), "list addresses")
+        return [a for a in map(parse_address, msgs) if not index or a.index == index]
+
+    def routes(self) -> list[RouteEntry]:
+        """IPv4 unicast routes of every table."""
+        return [parse_route(m) for m in self.dump(RTM_GETROUTE, rtmsg(0, 0, 0), "list routes")]
+
+    def neighbours(self, family: int = socket.AF_INET, index: int = 0) -> list[Neighbour]:
+        """ARP entries, or with ``family=AF_BRIDGE`` FDB entries (of one link when ``index`` is given)."""
+        body = struct.pack("=BxxxiHBB", family, index, 0, 0, 0)
+        return [e for e in map(parse_neighbour, self.dump(RTM_GETNEIGH, body, "list neighbours"))
+                if not index or e.index == index]
 
 
 # ---- requests to batch with Rtnl.call ---------------------------------------------------
@@ -245,19 +367,52 @@ def route(dst: str, oif: int, step: str, gateway: str | None = None, proto: int 
     if net.prefixlen:
         body += attr(RTA_DST, net.network_address.packed)
     if gateway:
-        body += attr(RTA_GATEWAY, _ip4(gateway))
-    body += attr(RTA_OIF, _u32(oif))
+        body += attr(RTA_GATEWAY, ip4(gateway))
+    body += attr(RTA_OIF, u32(oif))
     if mtu:
-        body += attr(RTA_METRICS, attr(RTAX_MTU, _u32(mtu)))
+        body += attr(RTA_METRICS, attr(RTAX_MTU, u32(mtu)))
     return (step, RTM_NEWROUTE, NLM_F_CREATE | (NLM_F_REPLACE if replace else NLM_F_EXCL), body)
 
 
 def permanent_neighbour(index: int, ip: str, mac: str, step: str) -> Request:
     body = struct.pack("=BxxxiHBB", socket.AF_INET, index, NUD_PERMANENT, 0, 0)
-    body += attr(NDA_DST, _ip4(ip)) + attr(NDA_LLADDR, _mac(mac))
+    body += attr(NDA_DST, ip4(ip)) + attr(NDA_LLADDR, _mac(mac))
     return (step, RTM_NEWNEIGH, NLM_F_CREATE | NLM_F_REPLACE, body)
 
 
 def set_up(name: str, step: str, index: int = 0) -> Request:
     """By index, or by name when index is 0."""
     return (step, RTM_SETLINK, 0, ifinfomsg(index, up=True) + (b"" if index else attr(IFLA_IFNAME, _name(name))))
+
+
+def delete_address(index: int, cidr: str, step: str) -> Request:
+    iface = ipaddress.IPv4Interface(cidr)
+    body = struct.pack("=BBBBI", socket.AF_INET, iface.network.prefixlen, 0, 0, index)
+    return (step, RTM_DELADDR, 0, body + attr(IFA_LOCAL, iface.ip.packed))
+
+
+def labelled_address(index: int, cidr: str, label: str, step: str, scope: int = SCOPE_UNIVERSE) -> Request:
+    step_, kind, flags, body = add_address(index, cidr, step)
+    body = body[:3] + bytes([scope]) + body[4:]
+    return (step_, kind, flags, body + attr(IFA_LABEL, _name(label)))
+
+
+def delete_route(dst: str, step: str, proto: int = RTPROT_TRELLIS) -> Request:
+    """A main-table route to ``dst`` with this protocol, whatever its scope and next hop."""
+    net = ipaddress.IPv4Network(dst)
+    body = struct.pack("=BBBBBBBBI", socket.AF_INET, net.prefixlen, 0, 0, RT_TABLE_MAIN, proto, SCOPE_NOWHERE, 0, 0)
+    if net.prefixlen:
+        body += attr(RTA_DST, net.network_address.packed)
+    return (step, RTM_DELROUTE, 0, body)
+
+
+def delete_neighbour(index: int, ip: str, step: str) -> Request:
+    body = struct.pack("=BxxxiHBB", socket.AF_INET, index, 0, 0, 0) + attr(NDA_DST, ip4(ip))
+    return (step, RTM_DELNEIGH, 0, body)
+
+
+def fdb(index: int, mac: str, dst: str, step: str, delete: bool = False) -> Request:
+    """A permanent FDB entry on the device itself (``bridge fdb replace MAC dev X dst IP self``)."""
+    body = struct.pack("=BxxxiHBB", AF_BRIDGE, index, NUD_PERMANENT, NTF_SELF, 0)
+    body += attr(NDA_LLADDR, _mac(mac)) + attr(NDA_DST, ip4(dst))
+    return (step, RTM_DELNEIGH, 0, body) if delete else (step, RTM_NEWNEIGH, NLM_F_CREATE | NLM_F_REPLACE, body)
