@@ -65,3 +65,30 @@ def test_the_kernels_own_reason_comes_along(spaces):
             nl.call(rtnl.route("10.9.9.0/24", lo.index, "route via 10.1.1.1", gateway="10.1.1.1"))
     assert str(e.value) == (f"route via 10.1.1.1 in netns {ns}: ENETUNREACH Network is unreachable "
                             "(Nexthop has invalid gateway)")
+
+
+def test_addresses_routes_and_neighbours_round_trip(spaces):
+    ns = spaces.add("rt")
+    sh(ns, "ip", "link", "add", "a0", "type", "veth", "peer", "name", "b0")
+    sh(ns, "ip", "link", "set", "a0", "up")
+    netlink.ensure_address("a0", "10.7.0.1/24", ns)
+    netlink.ensure_address("a0", "10.7.0.1/24", ns)  # ensure: twice is once
+    netlink.add_labelled_address("a0", "10.7.9.9/32", "a0:lb", ns, host_scope=True)
+    assert sorted(netlink.addresses("a0", ns)) == ["10.7.0.1/24", "10.7.9.9/32"]
+    assert netlink.addresses("a0", ns, label="a0:lb") == ["10.7.9.9/32"]
+    assert "10.7.9.9/32 scope host a0:lb" in sh(ns, "ip", "-4", "addr", "show", "dev", "a0").stdout
+    netlink.replace_route(netlink.Route("10.8.0.0/16", "a0", "10.7.0.254"), ns)
+    netlink.replace_route(netlink.Route("10.9.0.0/16", "a0"), ns)
+    assert set(netlink.owned_routes(ns)) == {netlink.Route("10.8.0.0/16", "a0", "10.7.0.254"),
+                                            netlink.Route("10.9.0.0/16", "a0")}
+    assert netlink.delete_route("10.8.0.0/16", ns) and not netlink.delete_route("10.8.0.0/16", ns)
+    netlink.replace_neigh("a0", "10.7.0.254", "02:00:00:00:00:fe", ns)
+    assert netlink.neighbours("a0", ns) == {"10.7.0.254": "02:00:00:00:00:fe"}
+    netlink.delete_neigh("a0", "10.7.0.254", ns)
+    netlink.delete_neigh("a0", "10.7.0.254", ns)  # gone is success
+    assert netlink.neighbours("a0", ns) == {}
+    netlink.delete_address("a0", "10.7.9.9/32", ns)
+    netlink.delete_address("a0", "10.7.9.9/32", ns)
+    netlink.delete_address("nosuch", "10.7.9.9/32", ns)
+    assert netlink.addresses("a0", ns) == ["10.7.0.1/24"]
+    assert {"a0", "b0", "lo"} <= set(netlink.list_links(ns))
