@@ -62,7 +62,9 @@ def slice_ips(kc, svc, ns="default"):
 
 def test_endpointslices_follow_pods_and_resolve_named_ports(lab, kc):
     pods = running_pods(kc, "default", "app=web", 3)
-    assert slice_ips(kc, "web") == sorted(p["status"]["podIP"] for p in pods)
+    want = sorted(p["status"]["podIP"] for p in pods)
+    # the slice controller follows pod readiness a moment after the pods report it, as upstream's does
+    wait_for(lambda: slice_ips(kc, "web") == want, 15, f"the web EndpointSlice to list {want}")
     items, _ = kc.list("discovery.k8s.io/v1", "endpointslices", "default", label_selector="kubernetes.io/service-name=web")
     ports = {p["name"]: (p["port"], p["protocol"]) for p in items[0]["ports"]}
     assert ports == {"http": (80, "TCP"), "udp": (81, "UDP")}
