@@ -28,7 +28,8 @@ GONE = {errno.ENOENT, errno.ESRCH, errno.ENODEV, errno.EADDRNOTAVAIL}
 RTPROT_BOOT, RTPROT_TRELLIS = 3, 201  # routes trellis owns carry 201, so stale ones can be swept
 
 NLMSG_ERROR, NLMSG_DONE = 2, 3
-NLM_F_REQUEST, NLM_F_ACK, NLM_F_DUMP = 0x1, 0x4, 0x300
+NLM_F_REQUEST, NLM_F_ACK, NLM_F_DUMP, NLM_F_DUMP_INTR = 0x1, 0x4, 0x300, 0x10
+RECV_BUFFER = 1 << 16  # the kernel fills dump messages up to 32 KB; a single link's reply is far less
 NLM_F_CAPPED, NLM_F_ACK_TLVS = 0x100, 0x200  # in an ACK: payload left out; extended-ACK attributes follow
 SOL_NETLINK, NETLINK_CAP_ACK, NETLINK_EXT_ACK = 270, 10, 11
 NLMSGERR_ATTR_MSG = 1
@@ -238,7 +239,7 @@ class Rtnl:
         details: list[str] = [""] * len(reqs)
         pending = len(reqs)
         while pending:
-            data = self.sock.recv(1 << 16)
+            data = self.sock.recv(RECV_BUFFER)
             off = 0
             while off + 16 <= len(data):
                 n, kind, flags, seq, _ = struct.unpack_from("=IHHII", data, off)
@@ -304,8 +305,18 @@ class Rtnl:
         self.call((step, RTM_SETLINK, 0, body))
 
     # -- dumps --
-    def dump(self, kind: int, body: bytes, step: str) -> list[bytes]:
-        """Every message of a dump request, until NLMSG_DONE."""
+    def dump(self, kind: int, body: bytes, step: str, attempts: int = 5) -> list[bytes]:
+        """Every message of a dump request, until NLMSG_DONE. A dump the kernel marks as
+        interrupted (the table changed under it: NLM_F_DUMP_INTR) is read again, so a
+        reconcile never acts on half of an old table and half of a new one."""
+        for _ in range(attempts):
+            out, interrupted = self._dump_once(kind, body, step)
+            if not interrupted:
+                return out
+        raise NetlinkError(step, self.netns, OSError(errno.EAGAIN, "dump interrupted"),
+                           f"the table kept changing during {attempts} dumps")
+
+    def _dump_once(self, kind: int, body: bytes, step: str) -> tuple[list[bytes], bool]:
         self.seq += 1
         seq = self.seq
         try:
@@ -313,15 +324,16 @@ class Rtnl:
                              (0, 0))
         except OSError as e:
             raise NetlinkError(step, self.netns, e) from None
-        out = []
+        out, interrupted = [], False
         while True:
-            data = self.sock.recv(1 << 20)
+            data = self.sock.recv(RECV_BUFFER)
             off = 0
             while off + 16 <= len(data):
-                n, mkind, _, mseq, _ = struct.unpack_from("=IHHII", data, off)
+                n, mkind, flags, mseq, _ = struct.unpack_from("=IHHII", data, off)
                 if mseq == seq:
+                    interrupted |= bool(flags & NLM_F_DUMP_INTR)
                     if mkind == NLMSG_DONE:
-                        return out
+                        return out, interrupted
                     if mkind == NLMSG_ERROR:
                         err = -struct.unpack_from("=i", data, off + 16)[0]
                         raise NetlinkError(step, self.netns, OSError(err, os.strerror(err)))
