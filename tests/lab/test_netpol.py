@@ -289,6 +289,79 @@ def test_isolation_mode_namespace_opened_by_contract_and_by_policy(lab, groups):
     check(lab, kc, want)
 
 
+def test_isolation_mode_deployment_with_a_contract_between_two(lab, groups):
+    """ACI's deployment mode: each Deployment is its own group; bare pods are in none."""
+    kc = groups
+    for app, replicas in (("front", 2), ("back", 1)):
+        tmpl = pod("z", app)
+        kc.create("apps/v1", "deployments", {"apiVersion": "apps/v1", "kind": "Deployment",
+                                             "metadata": {"name": app, "namespace": "z"},
+                                             "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": app}},
+                                                      "template": {"metadata": {"labels": {"app": app}},
+                                                                   "spec": tmpl["spec"]}}}, "z")
+    try:
+        running_pods(kc, "z", "app=front", 2, timeout=60)
+        running_pods(kc, "z", "app=back", 1, timeout=60)
+        kc.create("v1", "configmaps", {"apiVersion": "v1", "kind": "ConfigMap",
+                                       "metadata": {"name": "trellis-config", "namespace": "kube-system"},
+                                       "data": {"isolationMode": "deployment"}}, "kube-system")
+
+        def role(label):
+            p = kc.get("v1", "pods", label.split("/")[1], "z")
+            return (p["metadata"].get("labels") or {}).get("app", "bare")
+
+        def expect(front_to_back):
+            # the intent, by role: a group admits its own members (and its contracts' consumers);
+            # a pod in no group admits everyone
+            def allowed(src, dst):
+                if dst == "bare" or src == dst:
+                    return True
+                return front_to_back and (src, dst) == ("front", "back")
+            return allowed
+
+        def check_roles(allowed, timeout=8.0):
+            deadline = time.monotonic() + timeout
+            while True:
+                got, _, _, _ = probe_matrix(kc, lab.dir, ["z"], None, [80], ["tcp"])
+                cell = got["TCP/80"]
+                roles = {p: role(p) for p in cell}
+                bad = [f"{s} ({roles[s]}) -> {d} ({roles[d]}): got {cell[s][d]}" for s in cell for d in cell[s]
+                       if s != d and cell[s][d] != allowed(roles[s], roles[d])]
+                if not bad or time.monotonic() > deadline:
+                    break
+                time.sleep(0.3)
+            assert not bad, "\n".join(bad)
+            assert len(cell) == 6  # z/a, z/b, z/c, two fronts, one back
+
+        check_roles(expect(front_to_back=False))
+        kc.create(GV, "contracts", contract("z", "front-to-back", {
+            "provider": "deployment:back", "consumers": ["deployment:front"],
+            "rules": [{"protocol": "TCP", "ports": [80]}]}), "z")
+        check_roles(expect(front_to_back=True))
+    finally:
+        for app in ("front", "back"):
+            kc.delete("apps/v1", "deployments", app, "z")
+        wait_for(lambda: not kc.list("v1", "pods", "z", label_selector="app")[0], 60, "the deployments' pods gone")
+
+
+def test_egress_to_cluster_dns_only(lab, clean):
+    """The recipe from docs/policy.md: a namespace whose pods may only ask the cluster DNS."""
+    clean.create("networking.k8s.io/v1", "networkpolicies", netpol("y", "dns-only", {
+        "podSelector": {}, "policyTypes": ["Egress"],
+        "egress": [{"to": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
+                            "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}}}],
+                    "ports": [{"port": 53, "protocol": "UDP"}, {"port": 53, "protocol": "TCP"}]}]}), "y")
+    check(lab, clean, Reach(True).set(False, src=ns_is("y")))
+    from helpers import PY
+    ask = ("import sys;from dnslib import DNSRecord,RCODE;q=DNSRecord.question('kubernetes.default.svc.cluster.local');"
+           "r=DNSRecord.parse(q.send('10.96.0.10',53,tcp=sys.argv[1]=='tcp',timeout=3));"
+           "print(RCODE.get(r.header.rcode),*[str(a.rdata) for a in r.rr])")
+    for transport in ("udp", "tcp"):  # through the Service address: the policy sees the DNS pod after DNAT
+        out = sh(lab, "y", "a", PY, "-c", ask, transport)
+        assert out.returncode == 0 and out.stdout.split() == ["NOERROR", "10.96.0.1"], (transport, out.stdout,
+                                                                                        out.stderr)
+
+
 # ---- bypass attempts --------------------------------------------------------------------
 
 def sh(lab, ns, pod, *cmd, timeout=20):
