@@ -40,6 +40,11 @@ def _load() -> ctypes.CDLL | None:
 
 
 _lib = _load()
+try:
+    _trim = ctypes.CDLL(None).malloc_trim  # glibc: hand freed heap back to the system
+except AttributeError:  # pragma: no cover - not glibc
+    _trim = None
+BIG_SCRIPT = 64 * 1024
 
 
 def run(script: str, netns: str | None = None, json_output: bool = False) -> tuple[int, str, str]:
@@ -62,6 +67,10 @@ def run(script: str, netns: str | None = None, json_output: bool = False) -> tup
             err = (_lib.nft_ctx_get_error_buffer(ctx) or b"").decode(errors="replace")
         finally:
             _lib.nft_ctx_free(ctx)
+            if _trim is not None and len(script) > BIG_SCRIPT:
+                # NOTE: parsing a full sync allocates tens of MB that the library frees but the
+                # allocator keeps; without this the agent's RSS stays at its largest transaction
+                _trim(0)
     return rc, out, err
 
 
