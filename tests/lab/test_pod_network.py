@@ -161,3 +161,22 @@ def test_a_node_joins_and_leaves(lab, kc):
                  f"{n} to drop the route to the departed node")
     assert f"{lab.name}-node-4" not in kns.list_names()
     test_every_pod_reaches_every_pod_on_every_node(lab, kc)
+
+
+def test_agent_releases_addresses_of_pods_that_are_gone(lab, kc):
+    """IPAM GC: an address whose pod is not on this node and whose sandbox is gone goes back
+    to the pool (as after a kubelet that died before CNI DEL); live pods keep theirs."""
+    import os
+    from trellis.agent.ipam import Allocator, DiskStore
+    pods = mesh(kc)
+    here = [p for p in pods if p["spec"]["nodeName"] == "node-1"]
+    elsewhere = next(p for p in pods if p["spec"]["nodeName"] == "node-2")
+    store = DiskStore(os.path.join(topology.node_dir(lab, "node-1"), "ipam", "10.244.1.0_24"))
+    ipam = Allocator("10.244.1.0/24", store)
+    ghost = ipam.allocate("ghost-container", "eth0", "default/ghost", "/run/netns/gone-sandbox")
+    # the same name as a live pod, but that pod runs on node-2: not a reason to keep it here
+    moved = ipam.allocate("moved-container", "eth0", f"default/{elsewhere['metadata']['name']}", "/run/netns/gone-2")
+    wait_for(lambda: ipam.find("ghost-container", "eth0") is None and ipam.find("moved-container", "eth0") is None,
+             45, f"the agent to release {ghost.ip} and {moved.ip}")
+    held = {r.ip for r in store.all()}
+    assert {p["status"]["podIP"] for p in here} <= held  # the live pods of node-1 keep their addresses

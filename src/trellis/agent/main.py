@@ -48,14 +48,15 @@ class Agent:
         self.network: PodNetwork | None = None
         self.why_not_ready = "waiting for this node's pod CIDR and VTEP address from the controller"
         self.nodes = Informer(client, "v1", "nodes")
-        self.pods = Informer(client, "v1", "pods", field_selector=f"spec.nodeName={node}")
+        # one pod cache for all: policy needs every pod (peers), IPAM GC this node's
+        self.pods = Informer(client, "v1", "pods")
         self.services = Informer(client, "v1", "services")
         self.slices = Informer(client, "discovery.k8s.io/v1", "endpointslices")
         self.queue = WorkQueue()
         self.proxier = Proxier(self.services, self.slices, node, cluster_cidr,
                                on_applied=lambda keys, t: self.queue.add("sync"))
         self.health = HealthChecks(self.proxier.local_endpoints)
-        self.policy = PolicyController(client, node)
+        self.policy = PolicyController(client, node, pods=self.pods)
         self.server = CNIServer(socket_path, lambda: self.network, lambda: None if self.network else self.why_not_ready,
                                 on_add=self.policy.pod_added)
         self.stop = threading.Event()
@@ -105,7 +106,8 @@ class Agent:
         """Release addresses whose pod is gone from this node and whose namespace no longer exists."""
         if self.network is None or not self.pods.synced.is_set():
             return
-        live = {f"{p['metadata']['namespace']}/{p['metadata']['name']}" for p in self.pods.items()}
+        live = {f"{p['metadata']['namespace']}/{p['metadata']['name']}" for p in self.pods.items()
+                if p["spec"].get("nodeName") == self.node}
         keep = {(r.container_id, r.ifname) for r in self.network.ipam.store.all()
                 if (r.pod and r.pod in live) or (r.netns and os.path.exists(r.netns))}
         self.network.gc(keep)
