@@ -73,3 +73,39 @@ def test_agent_not_ready_yet(sock_dir):
         assert rc == 1 and out["code"] == 50 and "not ready" in out["msg"]
     finally:
         srv.stop()
+
+
+def test_agent_that_drops_the_connection_means_try_again_later(sock_dir):
+    import socket
+    import threading
+    import time
+    path = os.path.join(sock_dir, "rude.sock")
+    srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    srv.bind(path)
+    srv.listen(1)
+
+    def close_unread():
+        c, _ = srv.accept()
+        time.sleep(0.3)
+        c.close()  # the request unread: the plugin's side of a unix socket sees a reset
+    t = threading.Thread(target=close_unread)
+    t.start()
+    try:
+        rc, out = run_cni(ADD_ENV, conf(path))
+    finally:
+        t.join(5)
+        srv.close()
+    assert rc == 1 and out["code"] == 11 and "did not answer" in out["msg"] and out["cniVersion"] == "1.0.0", out
+
+
+def test_agent_answers_a_config_that_is_not_an_object_with_code_7():
+    import socket
+    from trellis.cni.main import encode_request
+    server = CNIServer("/nonexistent", lambda: None, lambda: "not used")
+    a, b = socket.socketpair()
+    with a:
+        a.sendall(encode_request(ADD_ENV, "[1, 2]"))
+        a.shutdown(socket.SHUT_WR)
+        server._serve(b)
+        status, _, text = a.recv(65536).decode().partition("\n")
+    assert status == "1" and json.loads(text)["code"] == 7 and "not a JSON object" in json.loads(text)["msg"]

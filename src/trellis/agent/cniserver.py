@@ -59,31 +59,33 @@ class CNIServer:
     def _serve(self, conn: socket.socket) -> None:
         with conn:
             conn.settimeout(60)
-            version = "1.0.0"
+            version, cmd = "1.0.0", ""
             try:
                 env, raw = decode_request(read_all(conn))
+                cmd = env.get("CNI_COMMAND", "")
                 config = json.loads(raw) if raw.strip() else {}
+                if not isinstance(config, dict):
+                    raise ValueError("the network config is not a JSON object")
                 version = config.get("cniVersion", version)
-                msg = {"command": env.get("CNI_COMMAND", ""), "containerID": env.get("CNI_CONTAINERID", ""),
-                       "netns": env.get("CNI_NETNS", ""), "ifName": env.get("CNI_IFNAME", ""),
-                       "args": parse_args(env.get("CNI_ARGS", "")), "config": config}
-                reply = self.handle(msg)
-            except (ValueError, AttributeError, Failure) as e:
+                reply = self.handle({"command": cmd, "containerID": env.get("CNI_CONTAINERID", ""),
+                                     "netns": env.get("CNI_NETNS", ""), "ifName": env.get("CNI_IFNAME", ""),
+                                     "args": parse_args(env.get("CNI_ARGS", "")), "config": config})
+            except (ValueError, Failure) as e:
                 reply = {"error": {"code": getattr(e, "code", 7), "msg": f"bad request from trellis-cni: {e}"}}
             except OSError as e:
-                log.warning("CNI request: %s", e)
+                log.warning("CNI %s: reading the request: %s", cmd or "request", e)
                 return
             if "error" in reply:
                 err = {"cniVersion": version, **{k: v for k, v in reply["error"].items() if v != ""}}
                 text, status = json.dumps(err) + "\n", 1
-            elif msg["command"] == "ADD":
+            elif cmd == "ADD":
                 text, status = json.dumps({**reply["result"], "cniVersion": version}) + "\n", 0
             else:
                 text, status = "", 0
             try:
                 conn.sendall(f"{status}\n{text}".encode())
             except OSError as e:
-                log.warning("CNI %s: the plugin went away before the answer: %s", msg["command"], e)
+                log.warning("CNI %s: the plugin went away before the answer: %s", cmd, e)
 
     def handle(self, msg: dict) -> dict:
         cmd = msg.get("command", "")

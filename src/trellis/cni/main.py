@@ -97,9 +97,13 @@ def ask_agent(path: str, request: bytes, timeout: float = 60) -> tuple[int, str]
         except OSError as e:
             raise Failure(11, f"the trellis agent is not reachable at {path}: {e.strerror or e}",
                           "try again later") from None
-        s.sendall(request)
-        s.shutdown(socket_mod.SHUT_WR)
-        reply = read_all(s).decode()
+        try:
+            s.sendall(request)
+            s.shutdown(socket_mod.SHUT_WR)
+            reply = read_all(s).decode()
+        except OSError as e:  # a timeout too: the agent took longer than the runtime should wait
+            raise Failure(11, f"the trellis agent at {path} did not answer: {e.strerror or e}",
+                          "try again later") from None
     finally:
         s.close()
     status, sep, text = reply.partition("\n")
