@@ -36,6 +36,8 @@ from trellis.policy import model  # noqa: E402
 from trellis.policy import nftables as pnft  # noqa: E402
 from trellis.policy.engine import PolicyState  # noqa: E402
 
+CIDR = "10.244.0.0/16"
+
 ROWS: list[tuple[str, str, str]] = []
 NS, PODS_PER_NS, POLICIES_PER_NS = 50, 100, 20
 
@@ -119,7 +121,7 @@ def main() -> int:
         t_build = time.perf_counter() - t0
         t0 = time.perf_counter()
         d = pnft.desired(st, "n1")
-        text = pnft.full(d)
+        text = pnft.full(d, CIDR)
         t_compile = time.perf_counter() - t0
         t0 = time.perf_counter()
         nft.apply(text, "bench full sync", n)
@@ -131,7 +133,7 @@ def main() -> int:
         row("full sync total", f"{(t_compile + t_apply) * 1000:.0f} ms", "target <= 2,000 ms")
         # a warm full sync (the periodic one)
         t0 = time.perf_counter()
-        nft.apply(pnft.full(pnft.desired(st, "n1")), "bench full sync", n)
+        nft.apply(pnft.full(pnft.desired(st, "n1"), CIDR), "bench full sync", n)
         row("full sync, warm (periodic resync)", f"{(time.perf_counter() - t0) * 1000:.0f} ms")
         # new local pods
         lat = []
@@ -161,7 +163,7 @@ def main() -> int:
         runs: dict[bool, list[float]] = {False: [], True: []}
         for _ in range(3):
             for with_table in (False, True):
-                nft.apply(pnft.full(applied) if with_table else
+                nft.apply(pnft.full(applied, CIDR) if with_table else
                           f"table inet {pnft.TABLE}\ndelete table inet {pnft.TABLE}\n", "throughput setup", n)
                 runs[with_table].append(iperf(pods["server"][0], pods["client"][0], pods["server"][1]))
         base, with_pol = pct(runs[False], 50), pct(runs[True], 50)
@@ -172,7 +174,7 @@ def main() -> int:
         t0 = time.perf_counter()
         worst = build(local, all_local=True)
         dw = pnft.desired(worst, "n1")
-        tw = pnft.full(dw)
+        tw = pnft.full(dw, CIDR)
         t_c = time.perf_counter() - t0
         t0 = time.perf_counter()
         nft.apply(tw, "bench worst-case full sync", n)

@@ -14,6 +14,7 @@ from trellis.policy import nftables as pnft
 from trellis.policy.engine import PolicyState
 
 pytestmark = needs_root
+CIDR = "10.244.0.0/16"
 
 
 @pytest.fixture
@@ -48,13 +49,13 @@ def reaches(pods, src, dst):
 def test_skeleton_fails_closed_then_full_sync_opens(node):
     n, pods = node
     assert reaches(pods, "a", "b")  # no table: plain routed pods
-    nft.apply(pnft.full(pnft.Desired()), "skeleton", n)
+    nft.apply(pnft.full(pnft.Desired(), CIDR), "skeleton", n)
     assert not reaches(pods, "a", "b") and not reaches(pods, "c", "a")
     st = PolicyState()
     st.set_namespace(model.ns_info({"metadata": {"name": "default"}}))
     for name, (_, ip) in pods.items():
         st.set_pod(pod_obj(name, ip, {"pod": name}))
-    nft.apply(pnft.full(pnft.desired(st, "n1")), "full", n)
+    nft.apply(pnft.full(pnft.desired(st, "n1"), CIDR), "full", n)
     assert reaches(pods, "a", "b") and reaches(pods, "c", "a")
 
 
@@ -69,7 +70,7 @@ def test_netpol_and_incremental_updates(node):
         "ingress": [{"from": [{"podSelector": {"matchLabels": {"role": "client"}}}],
                      "ports": [{"port": 8080}]}]}}))
     d1 = pnft.desired(st, "n1")
-    nft.apply(pnft.full(d1), "full", n)
+    nft.apply(pnft.full(d1, CIDR), "full", n)
     assert not reaches(pods, "a", "b")          # a is not a client
     assert not reaches(pods, "c", "a")          # c's policy is not in place yet: fail closed
     # c appears (as CNI ADD would report it) with role=client: one small transaction
@@ -103,7 +104,7 @@ def test_established_flows_survive_a_full_sync(node):
     st = PolicyState()
     for name, (_, ip) in pods.items():
         st.set_pod(pod_obj(name, ip, {"pod": name}))
-    nft.apply(pnft.full(pnft.desired(st, "n1")), "full", n)
+    nft.apply(pnft.full(pnft.desired(st, "n1"), CIDR), "full", n)
     import subprocess
     hold = subprocess.Popen(["ip", "netns", "exec", pods["a"][0], PY, "-c", ECHO_CLIENT, pods["b"][1]],
                             stdout=subprocess.PIPE, text=True)
@@ -111,7 +112,7 @@ def test_established_flows_survive_a_full_sync(node):
     import time
     time.sleep(0.5)
     for _ in range(3):
-        nft.apply(pnft.full(pnft.desired(st, "n1")), "full", n)
+        nft.apply(pnft.full(pnft.desired(st, "n1"), CIDR), "full", n)
         time.sleep(0.3)
     out, _ = hold.communicate(timeout=20)
     assert hold.returncode == 0, out

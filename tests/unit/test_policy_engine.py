@@ -6,6 +6,8 @@ from trellis.policy import model
 from trellis.policy import nftables as pnft
 from trellis.policy.engine import PolicyState, cidrs_of, explain
 
+CIDR = "10.244.0.0/16"
+
 
 def pod(ns, name, ip, node="n1", labels=None, ports=(), owner=None, ann=None):
     md = {"namespace": ns, "name": name, "labels": dict(labels or {}), "annotations": ann or {}}
@@ -131,7 +133,7 @@ def test_render_and_minimal_transaction(st):
     st.set_policy("x/p", np("x", "p", {"podSelector": {"matchLabels": {"pod": "a"}},
                                        "ingress": [{"ports": [{"port": 80, "endPort": 90, "protocol": "SCTP"}]}]}))
     d1 = pnft.desired(st, "n1")
-    text = pnft.full(d1)
+    text = pnft.full(d1, CIDR)
     assert "meta l4proto sctp th dport 80-90 return" in text
     assert "type filter hook forward priority filter" in text and "ct state established,related accept" in text
     assert set(d1.known) == {"10.0.1.1", "10.0.1.2"}                  # n2's pod is not local

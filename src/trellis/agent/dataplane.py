@@ -66,6 +66,7 @@ class PodNetwork:
         when the agent runs inside it (as deployed)."""
         self.ipam, self.mtu, self.cluster_cidr, self.netns = allocator, mtu, cluster_cidr, netns
         self.link_mtu = max(link_mtu, mtu)
+        self.overlay_peers: set[str] = set()  # as in the table's overlay-peers set
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
 
@@ -162,6 +163,13 @@ class PodNetwork:
         """After an agent restart: the table and /32 routes again, from the IPAM store."""
         pods = [(host_ifname(r.container_id, r.ifname), r.ip) for r in self.ipam.store.all()]
         live = [(h, ip) for h, ip in pods if netlink.get_link(h, self.netns) is not None]
-        nft.apply(nettable.render(self.cluster_cidr), "restore the pod network table", self.netns)
+        nft.apply(nettable.render(self.cluster_cidr, self.overlay_peers), "restore the pod network table", self.netns)
         for h, ip in live:
             netlink.replace_route(netlink.Route(f"{ip}/32", h), self.netns)
+
+    def set_overlay_peers(self, ips: set[str]) -> None:
+        """The other nodes' underlay addresses: the only sources VXLAN is accepted from."""
+        script = nettable.peers_update(self.overlay_peers, ips)
+        if script:
+            nft.apply(script, "overlay peers", self.netns)
+            self.overlay_peers = set(ips)

@@ -43,7 +43,7 @@ class Agent:
                  service_cidr: str = "10.96.0.0/16") -> None:
         self.client, self.node, self.state_dir, self.cluster_cidr = client, node, state_dir, cluster_cidr
         self.service_cidr = service_cidr
-        self.routing = Routing(node, mode, underlay_dev)
+        self.routing = Routing(node, mode, underlay_dev, cluster_cidr=cluster_cidr)
         self.resync = resync
         self.network: PodNetwork | None = None
         self.why_not_ready = "waiting for this node's pod CIDR and VTEP address from the controller"
@@ -53,10 +53,12 @@ class Agent:
         self.services = Informer(client, "v1", "services")
         self.slices = Informer(client, "discovery.k8s.io/v1", "endpointslices")
         self.queue = WorkQueue()
+        # the node's own address (its underlay device's): the source of masqueraded Service traffic
+        node_ip = next((c.split("/")[0] for c in netlink.addresses(underlay_dev)), None)
         self.proxier = Proxier(self.services, self.slices, node, cluster_cidr,
-                               on_applied=lambda keys, t: self.queue.add("sync"))
+                               on_applied=lambda keys, t: self.queue.add("sync"), snat_ip=node_ip)
         self.health = HealthChecks(self.proxier.local_endpoints)
-        self.policy = PolicyController(client, node, pods=self.pods)
+        self.policy = PolicyController(client, node, cluster_cidr, pods=self.pods)
         self.server = CNIServer(socket_path, lambda: self.network, lambda: None if self.network else self.why_not_ready,
                                 on_add=self.policy.pod_added)
         self.stop = threading.Event()
@@ -65,7 +67,7 @@ class Agent:
     def _me(self) -> dict | None:
         return self.nodes.get("", self.node)
 
-    def _ensure_network(self) -> None:
+    def _ensure_network(self, overlay_peers: set[str]) -> None:
         me = self._me()
         block = (me or {}).get("spec", {}).get("podCIDR")
         if not block or self.network is not None:
@@ -78,6 +80,7 @@ class Agent:
         netlink.replace_route(netlink.Route(self.service_cidr, self.routing.underlay_dev))
         store = DiskStore(os.path.join(self.state_dir, "ipam", block.replace("/", "_")))
         net = PodNetwork(Allocator(block, store), self.routing.pod_mtu(), self.cluster_cidr)
+        net.overlay_peers = set(overlay_peers)  # the restored table accepts the peers' VXLAN at once
         net.restore()
         self.network = net
         log.info("node %s: pod block %s, mode %s, MTU %d off the node (%d between its pods); ready for pods",
@@ -86,7 +89,9 @@ class Agent:
     def sync(self) -> None:
         state = self.routing.reconcile(self.nodes.items())
         if state.get("ready"):
-            self._ensure_network()
+            self._ensure_network(set(state["underlay_ips"]))
+            if self.network is not None:
+                self.network.set_overlay_peers(set(state["underlay_ips"]))
         if self.services.synced.is_set() and self.proxier.syncs:
             self.sync_services()
         self.heartbeat = time.time()

@@ -36,9 +36,10 @@ CONFIG_NS, CONFIG_NAME = "kube-system", "trellis-config"
 
 
 class PolicyController:
-    def __init__(self, client: KubeClient, node: str, netns: str | None = None, resync: float = 300.0,
-                 pods: Informer | None = None) -> None:
+    def __init__(self, client: KubeClient, node: str, cluster_cidr: str, netns: str | None = None,
+                 resync: float = 300.0, pods: Informer | None = None) -> None:
         self.client, self.node, self.netns, self.resync = client, node, netns, resync
+        self.cluster_cidr = cluster_cidr
         self.state = PolicyState()
         self.lock = threading.RLock()
         self.applied: pnft.Desired | None = None
@@ -151,20 +152,20 @@ class PolicyController:
     def ensure_closed(self) -> None:
         """A missing table becomes the fail-closed skeleton; an existing one is kept as it is."""
         if nft.list_table("inet", pnft.TABLE, self.netns) is None:
-            nft.apply(pnft.full(pnft.Desired()), "install the fail-closed policy skeleton", self.netns)
+            nft.apply(pnft.full(pnft.Desired(), self.cluster_cidr), "install the fail-closed policy skeleton", self.netns)
             log.info("no policy table yet: installed the fail-closed skeleton")
 
     def full_sync(self) -> None:
         with self.lock:
             want = pnft.desired(self.state, self.node)
-            nft.apply(pnft.full(want), "policy full sync", self.netns)
+            nft.apply(pnft.full(want, self.cluster_cidr), "policy full sync", self.netns)
             self.applied = want
             self.syncs += 1
 
     def _apply_changes(self) -> None:
         want = pnft.desired(self.state, self.node)
         if self.applied is None:
-            nft.apply(pnft.full(want), "policy full sync", self.netns)
+            nft.apply(pnft.full(want, self.cluster_cidr), "policy full sync", self.netns)
         else:
             script = pnft.transaction(self.applied, want)
             if script:

@@ -30,8 +30,9 @@ SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 class Proxier:
     def __init__(self, services: Informer, slices: Informer, node: str, cluster_cidr: str,
                  netns: str | None = None, resync: float = 300.0,
-                 on_applied: Callable[[set[str], float], None] | None = None) -> None:
+                 on_applied: Callable[[set[str], float], None] | None = None, snat_ip: str | None = None) -> None:
         self.services, self.slices = services, slices
+        self.snat_ip = snat_ip  # the node's address, the source of masqueraded service traffic
         self.node, self.cluster_cidr, self.netns, self.resync = node, cluster_cidr, netns, resync
         self.on_applied = on_applied
         self._lock = threading.Condition()
@@ -101,7 +102,8 @@ class Proxier:
             existing_chains, existing_sets = self._read_names()
         existing_chains |= {c for o in self.objects.values() for c in o.chains}
         existing_sets |= {s for o in self.objects.values() for s in o.sets}
-        script = pnft.full_sync(pnft.merge(objects.values()), existing_chains, existing_sets, self.cluster_cidr)
+        script = pnft.full_sync(pnft.merge(objects.values()), existing_chains, existing_sets, self.cluster_cidr,
+                               self.snat_ip)
         nft.apply(script, f"full sync of {len(objects)} services", self.netns)
         old_ports = self.ports
         self.ports, self.objects, self.need_full = ports, objects, False

@@ -112,17 +112,18 @@ class Route:
     gateway: str | None = None
 
 
-def replace_route(r: Route, netns: str | None = None) -> None:
+def replace_route(r: Route, netns: str | None = None, table: int = rtnl.RT_TABLE_MAIN) -> None:
     """Trellis' protocol number; a gateway is onlink (vxlan, direct L2), no gateway means link scope."""
+    where = f" table {table}" if table != rtnl.RT_TABLE_MAIN else ""
     with rtnl.Rtnl(netns) as nl:
-        nl.call(rtnl.route(r.dst, _idx(nl, r.dev), f"route {r.dst} dev {r.dev} via {r.gateway or '-'}",
-                           gateway=r.gateway, proto=RTPROT_TRELLIS, replace=True))
+        nl.call(rtnl.route(r.dst, _idx(nl, r.dev), f"route {r.dst} dev {r.dev} via {r.gateway or '-'}{where}",
+                           gateway=r.gateway, proto=RTPROT_TRELLIS, replace=True, table=table))
 
 
-def delete_route(dst: str, netns: str | None = None) -> bool:
+def delete_route(dst: str, netns: str | None = None, table: int = rtnl.RT_TABLE_MAIN) -> bool:
     with rtnl.Rtnl(netns) as nl:
         try:
-            nl.call(rtnl.delete_route(dst, f"delete route {dst}"))
+            nl.call(rtnl.delete_route(dst, f"delete route {dst}", table=table))
             return True
         except NetlinkError as e:
             if e.code in GONE:
@@ -130,29 +131,54 @@ def delete_route(dst: str, netns: str | None = None) -> bool:
             raise
 
 
-def owned_routes(netns: str | None = None) -> list[Route]:
-    """IPv4 routes of the main table with trellis' protocol number."""
+def owned_routes(netns: str | None = None, table: int = rtnl.RT_TABLE_MAIN) -> list[Route]:
+    """IPv4 routes of one table (main by default) with trellis' protocol number."""
     with rtnl.Rtnl(netns) as nl:
         names = {link.index: link.name for link in nl.links()}
         return [Route(r.dst, names.get(r.oif, "?"), r.gateway) for r in nl.routes()
-                if r.proto == RTPROT_TRELLIS and r.table == rtnl.RT_TABLE_MAIN]
+                if r.proto == RTPROT_TRELLIS and r.table == table]
+
+
+def ensure_fwmark_rule(priority: int, mark: int, table: int, netns: str | None = None) -> None:
+    """``ip rule add priority P fwmark MARK/MARK lookup TABLE``, once (a rule at that
+    priority that differs is replaced)."""
+    with rtnl.Rtnl(netns) as nl:
+        have = [r for r in nl.rules() if r.priority == priority]
+        if any(r.table == table and r.fwmark == mark and r.fwmask == mark for r in have):
+            return
+        for r in have:
+            nl.call(rtnl.fwmark_rule(priority, r.fwmark or 0, r.fwmask or 0, r.table, f"delete rule {priority}",
+                                     delete=True), ok=frozenset(GONE))
+        nl.call(rtnl.fwmark_rule(priority, mark, mark, table, f"rule {priority}: fwmark {mark:#x} lookup {table}"),
+                ok=frozenset({errno.EEXIST}))
+
+
+def delete_fwmark_rule(priority: int, mark: int, table: int, netns: str | None = None) -> None:
+    with rtnl.Rtnl(netns) as nl:
+        nl.call(rtnl.fwmark_rule(priority, mark, mark, table, f"delete rule {priority}", delete=True),
+                ok=frozenset(GONE))
 
 
 # ---- vxlan, addresses, neighbours, FDB ------------------------------------------------
 
-def ensure_vxlan(name: str, vni: int, local: str, underlay_dev: str, mac: str, mtu: int, port: int = 4789,
-                 netns: str | None = None) -> None:
-    """Create (or fix) the VXLAN device; learning off, since every entry is programmed."""
+def ensure_vxlan(name: str, vni: int, local: str, underlay_dev: str | None, mac: str, mtu: int, port: int = 4789,
+                 netns: str | None = None, gbp: bool = False) -> None:
+    """Create (or fix) the VXLAN device; learning off, since every entry is programmed.
+    ``underlay_dev`` None: bound to no device, so ``mtu`` may exceed the underlay's minus the
+    header (the outer packet is then fragmented). ``gbp``: with the Group Based Policy
+    extension (the packet mark travels in the header)."""
     with rtnl.Rtnl(netns) as nl:
         link = nl.get_link(name)
         if link is not None:
             info = link.info or {}
             if (info.get(rtnl.IFLA_VXLAN_ID) != rtnl.u32(vni)
-                    or info.get(rtnl.IFLA_VXLAN_LOCAL) != rtnl.ip4(local)):
+                    or info.get(rtnl.IFLA_VXLAN_LOCAL) != rtnl.ip4(local)
+                    or (rtnl.IFLA_VXLAN_GBP in info) != gbp
+                    or (rtnl.IFLA_VXLAN_LINK in info) != (underlay_dev is not None)):
                 nl.delete_link(name)  # wrong identity: recreate
                 link = None
         if link is None:
-            nl.add_vxlan(name, vni, local, _idx(nl, underlay_dev), port)
+            nl.add_vxlan(name, vni, local, _idx(nl, underlay_dev) if underlay_dev else 0, port, gbp)
             link = nl.get_link(name)
             if link is None:
                 raise LinkNotFound(f"look up {name} after creating it", netns, OSError(errno.ENODEV, "gone"))

@@ -38,9 +38,13 @@ RTM_NEWLINK, RTM_DELLINK, RTM_GETLINK, RTM_SETLINK = 16, 17, 18, 19
 RTM_NEWADDR, RTM_DELADDR, RTM_GETADDR = 20, 21, 22
 RTM_NEWROUTE, RTM_DELROUTE, RTM_GETROUTE = 24, 25, 26
 RTM_NEWNEIGH, RTM_DELNEIGH, RTM_GETNEIGH = 28, 29, 30
+RTM_NEWRULE, RTM_DELRULE, RTM_GETRULE = 32, 33, 34
+FRA_PRIORITY, FRA_FWMARK, FRA_TABLE, FRA_FWMASK = 6, 10, 15, 16
+FR_ACT_TO_TBL = 1
 IFLA_ADDRESS, IFLA_IFNAME, IFLA_MTU, IFLA_LINKINFO, IFLA_NET_NS_FD = 1, 3, 4, 18, 28
 IFLA_INFO_KIND, IFLA_INFO_DATA, VETH_INFO_PEER = 1, 2, 1
 IFLA_VXLAN_ID, IFLA_VXLAN_LINK, IFLA_VXLAN_LOCAL, IFLA_VXLAN_LEARNING, IFLA_VXLAN_PORT = 1, 3, 4, 7, 15
+IFLA_VXLAN_GBP = 23  # a flag: the Group Based Policy extension carries the packet mark's low 16 bits
 IFA_ADDRESS, IFA_LOCAL, IFA_LABEL = 1, 2, 3
 RTA_DST, RTA_OIF, RTA_GATEWAY, RTA_METRICS = 1, 4, 5, 8
 RTAX_MTU = 2
@@ -107,6 +111,14 @@ class Neighbour:
     state: int
 
 
+@dataclass(frozen=True)
+class FibRule:
+    priority: int
+    table: int
+    fwmark: int | None
+    fwmask: int | None
+
+
 # ---- encoding ----------------------------------------------------------------------
 
 def attr(kind: int, data: bytes) -> bytes:
@@ -136,9 +148,11 @@ def ifinfomsg(index: int = 0, up: bool | None = None) -> bytes:
     return struct.pack("=BxHiII", socket.AF_UNSPEC, 0, index, flags, change)
 
 
-def rtmsg(dst_len: int, scope: int, proto: int, flags: int = 0) -> bytes:
-    """family, dst_len, src_len, tos, table, protocol, scope, type, flags."""
-    return struct.pack("=BBBBBBBBI", socket.AF_INET, dst_len, 0, 0, RT_TABLE_MAIN, proto, scope, RTN_UNICAST, flags)
+def rtmsg(dst_len: int, scope: int, proto: int, flags: int = 0, table: int = RT_TABLE_MAIN) -> bytes:
+    """family, dst_len, src_len, tos, table, protocol, scope, type, flags (tables above 255
+    go in RTA_TABLE, which the callers add)."""
+    return struct.pack("=BBBBBBBBI", socket.AF_INET, dst_len, 0, 0, table if table < 256 else 0, proto, scope,
+                       RTN_UNICAST, flags)
 
 
 def parse_attrs(data: bytes, off: int = 0) -> dict[int, bytes]:
@@ -182,6 +196,18 @@ def parse_route(payload: bytes) -> RouteEntry:
         table = struct.unpack("=I", a[RTA_TABLE])[0]
     return RouteEntry(f"{_ip(a.get(RTA_DST)) or '0.0.0.0'}/{dst_len}",
                       struct.unpack("=I", a[RTA_OIF])[0] if RTA_OIF in a else 0, _ip(a.get(RTA_GATEWAY)), proto, table)
+
+
+def fib_rule_hdr(table: int, action: int = 0) -> bytes:
+    """family, dst_len, src_len, tos, table, res1, res2, action, flags."""
+    return struct.pack("=BBBBBBBBI", socket.AF_INET, 0, 0, 0, table if table < 256 else 0, 0, 0, action, 0)
+
+
+def parse_rule(payload: bytes) -> FibRule:
+    table = payload[4]
+    a = parse_attrs(payload, 12)
+    u = lambda k: struct.unpack("=I", a[k])[0] if k in a else None  # noqa: E731
+    return FibRule(u(FRA_PRIORITY) or 0, u(FRA_TABLE) or table, u(FRA_FWMARK), u(FRA_FWMASK))
 
 
 def parse_neighbour(payload: bytes) -> Neighbour:
@@ -286,11 +312,16 @@ class Rtnl:
         body = ifinfomsg(up=True) + attr(IFLA_IFNAME, _name(name)) + attr(IFLA_MTU, u32(mtu)) + attr(IFLA_LINKINFO, info)
         self.call((f"create veth {name} (peer {peer})", RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL, body))
 
-    def add_vxlan(self, name: str, vni: int, local: str, underlay_index: int, port: int) -> None:
-        """Learning off: every FDB entry is programmed."""
+    def add_vxlan(self, name: str, vni: int, local: str, underlay_index: int, port: int, gbp: bool = False) -> None:
+        """Learning off: every FDB entry is programmed. ``underlay_index`` 0: bound to no
+        device (the outer packets follow the routes; the MTU is then not capped at the
+        underlay's minus the header). ``gbp``: the Group Based Policy
+        extension, which sends the packet mark's low 16 bits in the header and sets the mark
+        of what it receives from them (every peer must have it too)."""
         data = (attr(IFLA_VXLAN_ID, u32(vni)) + attr(IFLA_VXLAN_LOCAL, ip4(local))
-                + attr(IFLA_VXLAN_LINK, u32(underlay_index)) + attr(IFLA_VXLAN_PORT, struct.pack("!H", port))
-                + attr(IFLA_VXLAN_LEARNING, b"\0"))
+                + (attr(IFLA_VXLAN_LINK, u32(underlay_index)) if underlay_index else b"")
+                + attr(IFLA_VXLAN_PORT, struct.pack("!H", port))
+                + attr(IFLA_VXLAN_LEARNING, b"\0") + (attr(IFLA_VXLAN_GBP, b"") if gbp else b""))
         info = attr(IFLA_INFO_KIND, b"vxlan") + attr(IFLA_INFO_DATA, data)
         self.call((f"create vxlan {name} (vni {vni}, local {local})", RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL,
                    ifinfomsg() + attr(IFLA_IFNAME, _name(name)) + attr(IFLA_LINKINFO, info)))
@@ -352,6 +383,10 @@ class Rtnl:
         """IPv4 unicast routes of every table."""
         return [parse_route(m) for m in self.dump(RTM_GETROUTE, rtmsg(0, 0, 0), "list routes")]
 
+    def rules(self) -> list[FibRule]:
+        """IPv4 policy-routing rules."""
+        return [parse_rule(m) for m in self.dump(RTM_GETRULE, fib_rule_hdr(0), "list rules")]
+
     def neighbours(self, family: int = socket.AF_INET, index: int = 0) -> list[Neighbour]:
         """ARP entries, or with ``family=AF_BRIDGE`` FDB entries (of one link when ``index`` is given)."""
         body = struct.pack("=BxxxiHBB", family, index, 0, 0, 0)
@@ -369,13 +404,15 @@ def add_address(index: int, cidr: str, step: str) -> Request:
 
 
 def route(dst: str, oif: int, step: str, gateway: str | None = None, proto: int = RTPROT_BOOT,
-          replace: bool = False, mtu: int | None = None) -> Request:
-    """A main-table route: link scope without a gateway; with one, universe scope (onlink
-    when ``proto`` is trellis', so the gateway needs no covering route). ``mtu``: the
-    route's own MTU (``ip route ... mtu N``), below the device's."""
+          replace: bool = False, mtu: int | None = None, table: int = RT_TABLE_MAIN) -> Request:
+    """A route (of the main table unless ``table``): link scope without a gateway; with one,
+    universe scope (onlink when ``proto`` is trellis', so the gateway needs no covering
+    route). ``mtu``: the route's own MTU (``ip route ... mtu N``), below the device's."""
     net = ipaddress.IPv4Network(dst)
     onlink = RTNH_F_ONLINK if gateway and proto == RTPROT_TRELLIS else 0
-    body = rtmsg(net.prefixlen, SCOPE_UNIVERSE if gateway else SCOPE_LINK, proto, onlink)
+    body = rtmsg(net.prefixlen, SCOPE_UNIVERSE if gateway else SCOPE_LINK, proto, onlink, table)
+    if table != RT_TABLE_MAIN:
+        body += attr(RTA_TABLE, u32(table))
     if net.prefixlen:
         body += attr(RTA_DST, net.network_address.packed)
     if gateway:
@@ -409,10 +446,14 @@ def labelled_address(index: int, cidr: str, label: str, step: str, scope: int = 
     return (step_, kind, flags, body + attr(IFA_LABEL, _name(label)))
 
 
-def delete_route(dst: str, step: str, proto: int = RTPROT_TRELLIS) -> Request:
-    """A main-table route to ``dst`` with this protocol, whatever its scope and next hop."""
+def delete_route(dst: str, step: str, proto: int = RTPROT_TRELLIS, table: int = RT_TABLE_MAIN) -> Request:
+    """A route to ``dst`` (of the main table unless ``table``) with this protocol, whatever
+    its scope and next hop."""
     net = ipaddress.IPv4Network(dst)
-    body = struct.pack("=BBBBBBBBI", socket.AF_INET, net.prefixlen, 0, 0, RT_TABLE_MAIN, proto, SCOPE_NOWHERE, 0, 0)
+    body = struct.pack("=BBBBBBBBI", socket.AF_INET, net.prefixlen, 0, 0, table if table < 256 else 0, proto,
+                       SCOPE_NOWHERE, 0, 0)
+    if table != RT_TABLE_MAIN:
+        body += attr(RTA_TABLE, u32(table))
     if net.prefixlen:
         body += attr(RTA_DST, net.network_address.packed)
     return (step, RTM_DELROUTE, 0, body)
@@ -428,3 +469,10 @@ def fdb(index: int, mac: str, dst: str, step: str, delete: bool = False) -> Requ
     body = struct.pack("=BxxxiHBB", AF_BRIDGE, index, NUD_PERMANENT, NTF_SELF, 0)
     body += attr(NDA_LLADDR, _mac(mac)) + attr(NDA_DST, ip4(dst))
     return (step, RTM_DELNEIGH, 0, body) if delete else (step, RTM_NEWNEIGH, NLM_F_CREATE | NLM_F_REPLACE, body)
+
+
+def fwmark_rule(priority: int, mark: int, mask: int, table: int, step: str, delete: bool = False) -> Request:
+    """``ip rule add priority P fwmark MARK/MASK lookup TABLE`` (or its deletion)."""
+    body = fib_rule_hdr(table, FR_ACT_TO_TBL) + attr(FRA_PRIORITY, u32(priority)) + attr(FRA_FWMARK, u32(mark))
+    body += attr(FRA_FWMASK, u32(mask)) + attr(FRA_TABLE, u32(table))
+    return (step, RTM_DELRULE, 0, body) if delete else (step, RTM_NEWRULE, NLM_F_CREATE | NLM_F_EXCL, body)

@@ -2,32 +2,43 @@
 
 Skeleton (fixed; only sets, maps and layer chains change)::
 
+    chain mark-prerouting   hook prerouting, priority -90 (after DNAT at -100)
+      from the overlay                           keep the mark it arrived with (VXLAN GBP)
+      clear the JUDGED bit; set it on the new packets of a connection DNATed here to a pod
+      on another node: this node judges that pod's ingress (below), with the real client
+    chain mark-output       hook output (route), after DNAT: the same for the node's own sockets
     chain forward   hook forward, priority filter (after Service DNAT, so on the real pod)
       ct state established,related accept       replies and admitted flows
       IPv6 towards a pod                         drop (pods are IPv4-only)
+      from the overlay, JUDGED                   accept (judged where the connection was DNATed)
       from a pod veth                            jump egress
       to a pod veth                              jump ingress
-    chain ingress
-      daddr not in @known                        reject (fail closed: policy not in place yet)
+      JUDGED (to a pod on another node)          jump ingress-peer
+    chain output    hook output: JUDGED          jump ingress-peer
+    chain ingress / ingress-peer
+      daddr not in @known / @peers               reject (fail closed: policy not in place yet)
       daddr vmap @ingress-isolation / @ingress-group / @ingress-netpol
     chain egress
       saddr not in @known                        reject
       saddr vmap @egress-netpol
 
-Each map sends a local pod's address to its layer chain; a chain's rules
-``return`` (allowed: on to the next layer) or reject, and a chain that runs
-out of rules rejects. Denied connections are rejected with ICMP
-administratively-prohibited, so clients fail at once instead of hanging.
+Each map sends a pod's address to its layer chain; a chain's rules ``return``
+(allowed: on to the next layer) or reject, and a chain that runs out of rules
+rejects. Denied connections are rejected with ICMP administratively-prohibited,
+so clients fail at once instead of hanging. The ingress maps hold this node's
+pods and, for the connections this node DNATs to them, every other node's pods
+(``peers``): a Service hides neither the real client nor the fact that it was
+used from the layer that decides (docs/policy.md, "Paths").
 
 Traffic a pod's own node originates (kubelet probes, hostNetwork pods on that
-node) takes the output path and is not filtered here: upstream NetworkPolicy
-always allows a pod's own node.
+node) to its pods takes the output path and is not filtered here: upstream
+NetworkPolicy always allows a pod's own node.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from trellis.agent.nettable import HOST_IF_PREFIX
+from trellis.names import HOST_IF_PREFIX, JUDGED_MARK, VXLAN_DEV
 from trellis.policy.engine import ALLOW, Chain, Match, PolicyState
 
 TABLE = "trellis-policy"
@@ -43,7 +54,8 @@ class Desired:
     sets: dict[str, tuple[str, frozenset[str]]] = field(default_factory=dict)
     chains: dict[str, tuple[str, ...]] = field(default_factory=dict)
     maps: dict[str, dict[str, str]] = field(default_factory=lambda: {m: {} for m in MAPS})
-    known: frozenset[str] = frozenset()
+    known: frozenset[str] = frozenset()   # this node's pods (policy in place)
+    peers: frozenset[str] = frozenset()   # other nodes' pods whose ingress chains are here
 
 
 def render_match(m: Match, direction: str) -> str:
@@ -75,14 +87,18 @@ def render_chain(chain: Chain) -> tuple[str, ...]:
 
 
 def desired(state: PolicyState, node: str) -> Desired:
-    """What the table must hold on ``node``: its pods' chains and the sets they use."""
+    """What the table must hold on ``node``: its pods' chains, the ingress chains of the other
+    nodes' pods (judged here for connections DNATed here), and the sets they use."""
     d = Desired()
-    known, referenced = set(), set()
+    known, peers, referenced = set(), set(), set()
     for pod in state.pods.values():
-        if pod.node != node or pod.host_network or not pod.ip:
+        if pod.host_network or not pod.ip:
             continue
-        known.add(pod.ip)
+        local = pod.node == node
+        (known if local else peers).add(pod.ip)
         for chain in state.chains(pod):
+            if not local and chain.direction != "in":
+                continue
             name = chain.name
             d.maps[f"{'ingress' if chain.direction == 'in' else 'egress'}-{chain.layer}"][pod.ip] = name
             if name not in d.chains:
@@ -93,6 +109,7 @@ def desired(state: PolicyState, node: str) -> Desired:
         kind = state.set_defs[name][0]
         d.sets[name] = (SET_TYPES.get(kind, "type ipv4_addr;"), frozenset(state.members(name)))
     d.known = frozenset(known | state.unmanaged)
+    d.peers = frozenset(peers - d.known)
     return d
 
 
@@ -100,13 +117,23 @@ def _elements(items) -> str:
     return ", ".join(sorted(items))
 
 
-def full(d: Desired) -> str:
+def _mark_rules(cluster_cidr: str) -> list[str]:
+    """Clear the JUDGED bit, then set it on the new packets of connections DNATed here to a
+    pod that is not on this node."""
+    bit = f"{JUDGED_MARK:#x}"
+    return [f"meta mark & {bit} == {bit} meta mark set meta mark & {~JUDGED_MARK & 0xffffffff:#x}",
+            f"ct state new ct direction original ct status dnat ip daddr {cluster_cidr} ip daddr != @known "
+            f'meta mark set meta mark | {bit} comment "DNATed here to a pod on another node: judged here"']
+
+
+def full(d: Desired, cluster_cidr: str) -> str:
     """The whole table, replacing any previous one, as one atomic transaction."""
     out = [f"table {T}", f"delete table {T}", f"table {T} {{"]
     for name, (typ, elems) in sorted(d.sets.items()):
         body = f" elements = {{ {_elements(elems)} }}" if elems else ""
         out.append(f"  set {name} {{ {typ}{body} }}")
-    out.append(f"  set known {{ type ipv4_addr;{' elements = { ' + _elements(d.known) + ' }' if d.known else ''} }}")
+    for name, elems in (("known", d.known), ("peers", d.peers)):
+        out.append(f"  set {name} {{ type ipv4_addr;{' elements = { ' + _elements(elems) + ' }' if elems else ''} }}")
     for name, rules in sorted(d.chains.items()):
         out.append(f"  chain {name} {{")
         out.extend(f"    {r}" for r in rules)
@@ -115,22 +142,43 @@ def full(d: Desired) -> str:
         elems = d.maps.get(m, {})
         body = f" elements = {{ {', '.join(f'{k} : jump {v}' for k, v in sorted(elems.items()))} }}" if elems else ""
         out.append(f"  map {m} {{ type ipv4_addr : verdict;{body} }}")
-    p = HOST_IF_PREFIX
+    p, bit = HOST_IF_PREFIX, f"{JUDGED_MARK:#x}"
+    vmaps = [f"    ip daddr vmap @{m}" for m in MAPS if m.startswith("ingress")]
+    mark = [f"    {r}" for r in _mark_rules(cluster_cidr)]
     out += [
         "  chain ingress {",
         f'    ip daddr != @known counter {REJECT} comment "policy for this pod not in place yet (fail closed)"',
-        *(f"    ip daddr vmap @{m}" for m in MAPS if m.startswith("ingress")),
+        *vmaps,
+        "  }",
+        "  chain ingress-peer {",
+        f'    ip daddr != @peers counter {REJECT} comment "policy for this remote pod not known here yet (fail closed)"',
+        *vmaps,
         "  }",
         "  chain egress {",
         f'    ip saddr != @known counter {REJECT} comment "policy for this pod not in place yet (fail closed)"',
         "    ip saddr vmap @egress-netpol",
         "  }",
+        "  chain mark-prerouting {",
+        "    type filter hook prerouting priority -90; policy accept;",
+        f'    iifname "{VXLAN_DEV}" return comment "keeps the judgment it arrived with"',
+        *mark,
+        "  }",
+        "  chain mark-output {",
+        "    type route hook output priority -90; policy accept;",
+        *mark,
+        "  }",
         "  chain forward {",
         "    type filter hook forward priority filter; policy accept;",
         "    ct state established,related accept",
         f'    meta nfproto ipv6 oifname "{p}*" counter drop comment "pods are IPv4-only"',
+        f'    iifname "{VXLAN_DEV}" meta mark & {bit} == {bit} counter accept comment "judged where it was DNATed"',
         f'    iifname "{p}*" jump egress',
         f'    oifname "{p}*" jump ingress',
+        f"    meta mark & {bit} == {bit} jump ingress-peer",
+        "  }",
+        "  chain output {",
+        "    type filter hook output priority filter; policy accept;",
+        f"    meta mark & {bit} == {bit} jump ingress-peer",
         "  }",
         "}",
     ]
@@ -164,10 +212,12 @@ def transaction(old: Desired, new: Desired) -> str:
             cmds.append(f"delete element {T} {m} {{ {_elements(gone)} }}")
         if added:
             cmds.append(f"add element {T} {m} {{ {', '.join(f'{k} : jump {n[k]}' for k in sorted(added))} }}")
-    if new.known - old.known:
-        cmds.append(f"add element {T} known {{ {_elements(new.known - old.known)} }}")
-    if old.known - new.known:
-        cmds.append(f"delete element {T} known {{ {_elements(old.known - new.known)} }}")
+    for name in ("known", "peers"):
+        o, n = getattr(old, name), getattr(new, name)
+        if n - o:
+            cmds.append(f"add element {T} {name} {{ {_elements(n - o)} }}")
+        if o - n:
+            cmds.append(f"delete element {T} {name} {{ {_elements(o - n)} }}")
     cmds.extend(f"delete chain {T} {name}" for name in old.chains if name not in new.chains)
     cmds.extend(f"delete set {T} {name}" for name in old.sets if name not in new.sets)
     return "\n".join(cmds) + ("\n" if cmds else "")

@@ -20,7 +20,12 @@ fixed number of lookups whatever the number of services:
 * Masquerade is decided per connection with ct mark bit ``0x4000``: set for
   external traffic with externalTrafficPolicy Cluster, and for hairpin (a pod
   reaching itself through its service: the route to the DNATed destination
-  leaves through the interface the packet came in on).
+  leaves through the interface the packet came in on). The source becomes the
+  node's own address (``snat ip to NODE-IP``) rather than the outgoing device's
+  (``masquerade``): NOTE: the kernel kills a masqueraded connection whose packets
+  change output device (nf_nat_oif_changed), and in direct routing mode a
+  connection's first packets take the VXLAN device while the rest take the
+  underlay (agent/routing.py). Without a node address, ``masquerade``.
 
 Each service port owns a few chains (and, for ClientIP affinity, one dynamic
 set per endpoint) named ``<kind>-<HASH>-<ns>/<name>/<proto>/<port>``; the hash
@@ -49,8 +54,9 @@ MAPS = {
 }
 
 
-def fixed_chains(cluster_cidr: str) -> dict[str, tuple[str, tuple[str, ...]]]:
+def fixed_chains(cluster_cidr: str, snat_ip: str | None = None) -> dict[str, tuple[str, tuple[str, ...]]]:
     """name -> (hook spec or "", rules): the table's skeleton."""
+    snat = f"snat ip to {snat_ip} fully-random" if snat_ip else "masquerade fully-random"
     local_dst = "fib daddr type local ip daddr != 127.0.0.0/8"
     checks = ("ip daddr . meta l4proto . th dport vmap @firewall-ips",
               "ip daddr . meta l4proto . th dport vmap @no-endpoint-services",
@@ -70,7 +76,7 @@ def fixed_chains(cluster_cidr: str) -> dict[str, tuple[str, tuple[str, ...]]]:
                                    (f"ct state new ct status dnat fib daddr . iif oif exists "
                                     f"ct mark set ct mark | {MASQ_BIT:#x} comment \"hairpin\"",)),
         "nat-postrouting": ("type nat hook postrouting priority srcnat; policy accept;",
-                            (f"ct mark & {MASQ_BIT:#x} != 0 masquerade fully-random",)),
+                            (f"ct mark & {MASQ_BIT:#x} != 0 {snat}",)),
     }
 
 
@@ -179,11 +185,11 @@ def _element_cmds(op: str, elements: dict[tuple[str, str], str]) -> list[str]:
     return [f"{op} element {T} {m} {{ {', '.join(items)} }}" for m, items in by_map.items()]
 
 
-def skeleton(cluster_cidr: str) -> list[str]:
+def skeleton(cluster_cidr: str, snat_ip: str | None = None) -> list[str]:
     """Create-or-reset the fixed objects (safe to repeat: 'add' is idempotent, chains are flushed)."""
     cmds = [f"add table {T}"]
     cmds += [f"add map {T} {m} {{ {spec} }}" for m, spec in MAPS.items()]
-    chains = fixed_chains(cluster_cidr)
+    chains = fixed_chains(cluster_cidr, snat_ip)
     for name, (hook, _) in chains.items():
         cmds.append(f"add chain {T} {name}" + (f" {{ {hook} }}" if hook else ""))
         cmds.append(f"flush chain {T} {name}")
@@ -192,10 +198,11 @@ def skeleton(cluster_cidr: str) -> list[str]:
     return cmds
 
 
-def full_sync(desired: Objects, existing_chains: set[str], existing_sets: set[str], cluster_cidr: str) -> str:
+def full_sync(desired: Objects, existing_chains: set[str], existing_sets: set[str], cluster_cidr: str,
+              snat_ip: str | None = None) -> str:
     """The whole table in one transaction. Affinity sets that stay keep their entries."""
     fixed = set(fixed_chains(cluster_cidr))
-    cmds = skeleton(cluster_cidr)
+    cmds = skeleton(cluster_cidr, snat_ip)
     cmds += [f"flush map {T} {m}" for m in MAPS]
     cmds += [f"add set {T} {n} {d}" for n, d in sorted(desired.sets.items())]
     for name in sorted(desired.chains):
