@@ -6,7 +6,8 @@ import threading
 
 from dnslib import QTYPE, RCODE, DNSRecord
 
-from trellis.agent.lbannounce import announcer_for, desired
+from trellis.agent.lbannounce import desired
+from trellis.proxy.announce import announcer_for
 from trellis.controller.lbipam import pool_addresses
 from trellis.dns.records import build
 from trellis.dns.server import Resolver, serve_udp, tcp_server

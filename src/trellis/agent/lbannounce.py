@@ -2,10 +2,7 @@
 
 Every node DNATs traffic to a LoadBalancer IP (the proxy's ``service-ips`` map),
 but exactly one node must answer ARP for it, or the underlay's switch would
-flap. Each agent computes the same answer from the same API data, without
-talking to the others: the announcer of an IP is the Ready node with the lowest
-sha256(node + "#" + ip) — among the nodes with a local endpoint when the
-service has externalTrafficPolicy Local (the traffic must land there). So
+flap. Which one is ``proxy.announce`` (pure, shared with ``trellis explain``):
 addresses spread over nodes, and when the announcer goes, the next in that
 order takes over as soon as its agent sees the Node change.
 
@@ -19,55 +16,22 @@ needs no extra kernel module and is never down.)
 """
 from __future__ import annotations
 
-import hashlib
 import logging
 import socket
 import struct
 
 from trellis.kernel import netlink
+from trellis.proxy import announce
 
 log = logging.getLogger("trellis.agent.lb")
 LB_DEV = "lo"
 LB_LABEL = "lo:trellis-lb"
 
 
-def announcer_for(ip: str, candidates: list[str]) -> str | None:
-    if not candidates:
-        return None
-    return min(candidates, key=lambda n: hashlib.sha256(f"{n}#{ip}".encode()).digest())
-
-
-def node_ready(node: dict) -> bool:
-    if node["metadata"].get("deletionTimestamp"):
-        return False
-    return any(c.get("type") == "Ready" and c.get("status") == "True"
-               for c in (node.get("status") or {}).get("conditions") or [])
-
-
-def lb_ips(svc: dict) -> list[str]:
-    if (svc.get("spec") or {}).get("type") != "LoadBalancer":
-        return []
-    ingress = ((svc.get("status") or {}).get("loadBalancer") or {}).get("ingress") or []
-    return [i["ip"] for i in ingress if i.get("ip") and ":" not in i["ip"]]
-
-
 def desired(node: str, services: list[dict], nodes: list[dict], endpoint_nodes) -> set[str]:
     """The LB IPs this node must answer for. ``endpoint_nodes(ns, name)`` gives the nodes
     with a usable endpoint of the service."""
-    ready = sorted(n["metadata"]["name"] for n in nodes if node_ready(n))
-    want = set()
-    for svc in services:
-        ips = lb_ips(svc)
-        if not ips:
-            continue
-        cands = ready
-        if svc["spec"].get("externalTrafficPolicy") == "Local":
-            local = endpoint_nodes(svc["metadata"]["namespace"], svc["metadata"]["name"])
-            cands = [n for n in ready if n in local]
-        for ip in ips:
-            if announcer_for(ip, cands) == node:
-                want.add(ip)
-    return want
+    return {ip for ip, who in announce.announcers(services, nodes, endpoint_nodes).items() if who == node}
 
 
 def gratuitous_arp(dev: str, ip: str, netns: str | None = None) -> None:

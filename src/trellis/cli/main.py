@@ -19,7 +19,12 @@ DEFAULT_LAB = "trellis"
 
 
 def lab_name(args) -> str:
-    return getattr(args, "name", None) or getattr(args, "lab", None) or os.environ.get("TRELLIS_LAB") or DEFAULT_LAB
+    """--lab/--name, else $TRELLIS_LAB, else the lab whose kubeconfig $KUBECONFIG is, else 'trellis'."""
+    named = getattr(args, "lab", None) or os.environ.get("TRELLIS_LAB")
+    if named:
+        return named
+    kubeconfig = getattr(args, "kubeconfig", None) or os.environ.get("KUBECONFIG")
+    return (topology.lab_of_kubeconfig(kubeconfig) if kubeconfig else None) or DEFAULT_LAB
 
 
 def progress(msg: str) -> None:
@@ -243,7 +248,8 @@ def cmd_port_forward(args) -> int:
     local, _, remote = args.ports.partition(":")
     if not local.isdigit() or not (remote or local).isdigit():
         raise ValueError(f"ports {args.ports!r}: use LOCAL:REMOTE, e.g. 8080:80")
-    fwd = portforward.open_forward(lab_name(args), args.namespace, name, int(local), int(remote or local))
+    ns = args.namespace or kubeconfig_namespace(args)
+    fwd = portforward.open_forward(lab_name(args), ns, name, int(local), int(remote or local))
     print(f"Forwarding from 127.0.0.1:{fwd.port} -> svc/{name} port {remote or local} "
           f"(via {fwd.target[0]}:{fwd.target[1]} from {fwd.netns}); Ctrl-C to stop", flush=True)
     try:
@@ -251,6 +257,23 @@ def cmd_port_forward(args) -> int:
     except KeyboardInterrupt:
         pass
     return 0
+
+
+def kubeconfig_namespace(args) -> str:
+    """The namespace of the kubeconfig's current context (as kubectl defaults -n), else 'default'."""
+    path = getattr(args, "kubeconfig", None) or os.environ.get("KUBECONFIG")
+    if not path:
+        try:
+            path = topology.load(lab_name(args)).kubeconfig
+        except topology.LabError:
+            return "default"
+    try:
+        with open(path) as f:
+            cfg = yaml.safe_load(f) or {}
+        ctx = next(c["context"] for c in cfg.get("contexts") or [] if c["name"] == cfg.get("current-context"))
+        return ctx.get("namespace") or "default"
+    except (OSError, StopIteration, KeyError, TypeError, yaml.YAMLError):
+        return "default"
 
 
 def cmd_demo(args) -> int:
@@ -266,8 +289,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
 
     def lab_arg(sp, flag="--lab"):
-        sp.add_argument(flag, dest="lab" if flag == "--lab" else "name",
-                        help=f"lab name (default: $TRELLIS_LAB or {DEFAULT_LAB!r})")
+        # every command takes both spellings: `trellis lab up --name x` and `trellis demo --lab x`
+        sp.add_argument("--lab", "--name", dest="lab",
+                        help=f"lab name (default: $TRELLIS_LAB, the lab of $KUBECONFIG, or {DEFAULT_LAB!r})")
 
     lab = sub.add_parser("lab", help="create, inspect and remove lab clusters")
     lsub = lab.add_subparsers(dest="labcmd", required=True, metavar="LABCOMMAND")
@@ -356,7 +380,8 @@ def build_parser() -> argparse.ArgumentParser:
     co.add_argument("rest", nargs=argparse.REMAINDER)
     co.set_defaults(fn=lambda a: __import__("trellis.controller.main", fromlist=["main"]).main(a.rest))
     from trellis.cli import policy as policy_cli
-    policy_cli.add_parsers(sub, common, client_for, lambda a: topology.load(lab_name(a)).dir)
+    policy_cli.add_parsers(sub, common, client_for, lambda a: topology.load(lab_name(a)).dir,
+                           lambda a: topology.CLIENT_IP if lab_name(a) in topology.list_labs() else None)
     v = sub.add_parser("version", help="print the version")
     v.set_defaults(fn=lambda a: print(__import__("trellis").__version__) or 0)
     return p

@@ -8,7 +8,10 @@ import sys
 import time
 from typing import Callable
 
+import argparse
+
 from trellis.cli import output
+from trellis.cli import policy as pcli
 from trellis.kube.client import ApiError, KubeClient
 from trellis.kube.discovery import Discovery, apply
 from trellis.lab import topology
@@ -22,31 +25,34 @@ def guestbook_manifests() -> list[dict]:
             for d in load_manifests(os.path.join(EXAMPLES, "guestbook", f))]
 
 
-def guestbook_policy(client: KubeClient) -> list[dict]:
-    """examples/guestbook/policy.yaml, with each node's VTEP address added to the public web contract."""
-    import ipaddress
+def guestbook_policy() -> list[dict]:
+    """examples/guestbook/policy.yaml, as a user applies it."""
     from trellis.cli.main import load_manifests
-    docs = load_manifests(os.path.join(EXAMPLES, "guestbook", "policy.yaml"))
-    vteps = [f"{ipaddress.ip_network(n['spec']['podCIDR'])[0]}/32" for n in client.list("v1", "nodes")[0]
-             if n["spec"].get("podCIDR")]
-    for d in docs:
-        if d["kind"] == "Contract" and d["metadata"]["name"] == "frontend-public":
-            d["spec"]["consumerIPBlocks"] += [{"cidr": v} for v in vteps]
-    return docs
+    return load_manifests(os.path.join(EXAMPLES, "guestbook", "policy.yaml"))
 
 
 ROGUE = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "rogue", "labels": {"app": "rogue"}},
          "spec": {"containers": [{"name": "c", "image": "registry.k8s.io/e2e-test-images/agnhost:2.40"}]}}
 
 
-def _matrix(cfg, client: KubeClient) -> tuple[dict, list[str], list[str]]:
-    from trellis.cli.policy import probe_matrix
-    res, srcs, dsts, _ = probe_matrix(client, cfg.dir, ["default"], None, [80, 6379], ["tcp"], services=True,
-                                      pod_targets=False, sources=_guestbook_pods(client))
-    short = lambda label: label.split("/", 1)[1] if label.startswith("default/") else label.replace(  # noqa: E731
-        "svc/default/", "svc/")
-    out = {k: {short(s): {short(d): v for d, v in row.items()} for s, row in tab.items()} for k, tab in res.items()}
-    return out, [short(s) for s in srcs], [short(d) for d in dsts]
+def _short(label: str) -> str:
+    return label.split("/", 1)[1] if label.startswith("default/") else label.replace("svc/default/", "svc/")
+
+
+def _matrix(cfg, client: KubeClient, explain: bool = False):
+    """The guestbook's probe matrix (pods x Services on 80 and 6379), with short labels."""
+    from trellis.cli import probe
+    pr = probe.probe(client, cfg.dir, ["default"], None, [80, 6379], ["tcp"], services=True, pod_targets=False,
+                     sources=_guestbook_pods(client), explain=explain)
+    for s in pr.sources:
+        s.label = _short(s.label)
+    pr.targets = {_short(k): probe.Target(_short(k), t.ip, t.ports) for k, t in pr.targets.items()}
+    pr.result = {k: {_short(s): {_short(d): v for d, v in row.items()} for s, row in tab.items()}
+                 for k, tab in pr.result.items()}
+    if pr.explained is not None:
+        pr.explained = {k: {_short(s): {_short(d): v for d, v in row.items()} for s, row in tab.items()}
+                        for k, tab in pr.explained.items()}
+    return pr
 
 
 def _guestbook_pods(client: KubeClient) -> list[dict]:
@@ -70,8 +76,7 @@ def _expected_after(srcs: list[str]) -> dict:
 
 def protect_guestbook(cfg, client: KubeClient, progress: Callable[[str], None]) -> bool:
     """Probe, apply groups and contracts, probe again: the matrix a user needs to trust the policy."""
-    from trellis.cli.policy import render_matrix
-    from trellis.policy import engine, live
+    from trellis.cli import probe
     disc = Discovery(client)
     try:
         client.create("v1", "pods", ROGUE, "default")
@@ -86,39 +91,41 @@ def protect_guestbook(cfg, client: KubeClient, progress: Callable[[str], None]) 
             raise topology.LabError("pod default/rogue did not become Ready in 60 s")
         time.sleep(0.2)
     sys.stdout.write("\n$ trellis probe --namespaces default --ports 80,6379 --services   # before: no policy\n")
-    before, srcs, dsts = _matrix(cfg, client)
-    render_matrix(before, srcs, dsts)
-    for obj in guestbook_policy(client):
+    before = _matrix(cfg, client)
+    probe.render(before)
+    sys.stdout.write(probe.LEGEND + "\n")
+    for obj in guestbook_policy():
         res, oname, what = apply(client, disc, obj, "default")
         progress(f"{res.display}/{oname} {what}")
-    want = _expected_after(srcs)
+    want = _expected_after([s.label for s in before.sources])
     t0 = time.monotonic()
     while True:
-        after, srcs, dsts = _matrix(cfg, client)
+        after = _matrix(cfg, client, explain=True)
         bad = [1 for k, tab in want.items() for s, row in tab.items() for d, v in row.items()
-               if after.get(k, {}).get(s, {}).get(d) not in (None, v)]
+               if k in after.result and s in after.result[k] and d in after.result[k][s]
+               and not probe.meets(v, after.result[k][s][d])]
         if not bad or time.monotonic() - t0 > 10:
             break
         time.sleep(0.3)
     sys.stdout.write("\n$ trellis apply -f examples/guestbook/policy.yaml && trellis group ls && trellis contract ls\n")
-    from trellis.cli import policy as pcli
-    import argparse
     pcli.cmd_group(argparse.Namespace(action="ls", namespace="default", all_namespaces=False, output=None), client)
     sys.stdout.write("\n")
     pcli.cmd_contract(argparse.Namespace(action="ls", namespace="default", all_namespaces=False, output=None), client)
-    sys.stdout.write("\n$ trellis probe --namespaces default --ports 80,6379 --services   # after ('!': unexpected)\n")
-    nbad, _ = render_matrix(after, srcs, dsts, want)
-    st, node_ips, _ = live.load(client)
-    rogue_ip = client.get("v1", "pods", "rogue", "default")["status"]["podIP"]
-    master = next(p for p in st.pods.values() if p.name.startswith("redis-master"))
-    verdict, steps = engine.explain(st, rogue_ip, master.ip, "tcp", 6379, True, node_ips)
-    sys.stdout.write(f"\n$ trellis explain rogue svc/redis-master 6379/tcp\n"
-                     f"default/rogue -> {master.key} ({master.ip}) 6379/tcp via svc/default/redis-master: "
-                     f"{verdict.upper()}\n")
-    output.table(["DIRECTION", "LAYER", "VERDICT", "DECIDED BY"], [[s.direction, s.layer, s.verdict, s.origin]
-                                                                   for s in steps])
-    sys.stdout.write(f"policy: {'as intended' if not nbad else f'{nbad} cells differ from the intent'}\n")
-    return nbad == 0
+    sys.stdout.write("\n$ trellis probe --namespaces default --ports 80,6379 --services --explain"
+                     "   # after ('!': unexpected, '?': explain disagrees)\n")
+    nbad, disagree, _ = probe.render(after, want)
+    sys.stdout.write(f"{disagree} cells where trellis explain disagrees with the probe\n")
+    sys.stdout.write("\n$ trellis explain rogue svc/redis-master 6379/tcp\n")
+    pcli.cmd_explain(argparse.Namespace(src="rogue", dst="svc/redis-master", port="6379/tcp", namespace="default",
+                                        output=None), client)
+    sys.stdout.write("\n$ trellis probe --from-outside --explain   # from the lab's client, every NodePort and the LB\n")
+    outside = probe.probe(client, cfg.dir, ["default"], None, [], ["tcp"], from_outside=True, explain=True)
+    obad, odis, _ = probe.render(outside)
+    blocked = sum(1 for tab in outside.result.values() for row in tab.values() for v in row.values() if v != "ok")
+    sys.stdout.write(f"{blocked} entry points that do not answer from outside, {odis} cells where explain disagrees\n")
+    ok = not nbad and not disagree and not odis and not blocked
+    sys.stdout.write(f"policy: {'as intended' if ok else 'NOT as intended'}\n")
+    return ok
 
 
 def wait_ready(client: KubeClient, ns: str, want: int, progress: Callable[[str], None],

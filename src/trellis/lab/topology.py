@@ -96,6 +96,23 @@ def load(name: str) -> LabConfig:
                        f"'trellis lab up --name {name}'") from None
 
 
+def lab_of_kubeconfig(path: str) -> str | None:
+    """The lab a kubeconfig belongs to: one under a lab's directory (what `trellis lab kubeconfig`
+    prints), or one whose current context is a lab's name."""
+    real = os.path.realpath(path)
+    root = os.path.realpath(STATE_ROOT)
+    if real.startswith(root + os.sep):
+        name = os.path.relpath(real, root).split(os.sep)[0]
+        if os.path.exists(os.path.join(root, name, "lab.json")):
+            return name
+    try:
+        with open(path) as f:
+            ctx = (yaml.safe_load(f) or {}).get("current-context")
+    except (OSError, yaml.YAMLError, AttributeError):
+        return None
+    return ctx if isinstance(ctx, str) and ctx in list_labs() else None
+
+
 def list_labs() -> list[str]:
     try:
         return sorted(d for d in os.listdir(STATE_ROOT) if os.path.exists(os.path.join(STATE_ROOT, d, "lab.json")))
@@ -260,6 +277,7 @@ def _build(cfg: LabConfig, progress: Progress, timeout: float) -> None:
         progress("installing trellis' resource definitions and the LoadBalancer pool")
         apply_manifest(cfg, "crds.yaml")
         apply_manifest(cfg, LB_POOL_MANIFEST)
+        apply_manifest(cfg, config_manifest(cfg))
         progress("starting the trellis controller")
         _spawn(cfg, "trellis-controller", [py, "-m", "trellis.controller.main", "--server", server,
                                            "--cluster-cidr", POD_CIDR], cfg.ns("master"))
@@ -307,6 +325,13 @@ spec:
   addresses: ["{LB_POOL}"]
   autoAssign: true
 """
+
+
+def config_manifest(cfg: LabConfig) -> str:
+    """ConfigMap kube-system/trellis-config: the facts of this cluster that trellis' tools read
+    (``trellis explain`` needs the routing mode and the cluster CIDR)."""
+    return (f"apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: trellis-config, namespace: kube-system}}\n"
+            f"data: {{routingMode: {cfg.routing}, clusterCIDR: {POD_CIDR}}}\n")
 
 
 def apply_manifest(cfg: LabConfig, name_or_text: str) -> None:

@@ -8,6 +8,8 @@ from trellis.kube.client import ApiError, KubeClient
 from trellis.policy import model
 from trellis.policy.engine import PolicyState
 
+CONFIG_NS, CONFIG_NAME = "kube-system", "trellis-config"
+
 
 def _list(client: KubeClient, api_version: str, plural: str, ns: str | None = None) -> list[dict]:
     try:
@@ -23,7 +25,7 @@ def load(client: KubeClient) -> tuple[PolicyState, dict[str, str], list[str]]:
     problems: list[str] = []
     mode = "cluster"
     try:
-        cm = client.get("v1", "configmaps", "trellis-config", "kube-system")
+        cm = client.get("v1", "configmaps", CONFIG_NAME, CONFIG_NS)
         mode = model.mode_from_config(cm.get("data"))
     except ApiError:
         pass
@@ -50,3 +52,39 @@ def load(client: KubeClient) -> tuple[PolicyState, dict[str, str], list[str]]:
         ip = next((a["address"] for a in n.get("status", {}).get("addresses") or [] if a.get("type") == "InternalIP"), "")
         nodes[n["metadata"]["name"]] = ip
     return st, nodes, problems
+
+
+def world(client: KubeClient):
+    """-> (paths.World, problems)."""
+    # the path model's view of the cluster: policy, nodes, Services, who announces what
+    from trellis.policy import paths
+    from trellis.proxy import announce
+    from trellis.proxy.model import service_ports
+    import ipaddress
+    st, node_ips, problems = load(client)
+    nodes_raw = _list(client, "v1", "nodes")
+    nodes = {}
+    for n in nodes_raw:
+        block = (n.get("spec") or {}).get("podCIDR")
+        vtep = str(ipaddress.ip_network(block)[0]) if block else ""
+        nodes[n["metadata"]["name"]] = paths.NodeInfo(n["metadata"]["name"], node_ips.get(n["metadata"]["name"], ""),
+                                                      vtep)
+    services = _list(client, "v1", "services")
+    by_svc: dict[str, list[dict]] = {}
+    for sl in _list(client, "discovery.k8s.io/v1", "endpointslices"):
+        name = (sl["metadata"].get("labels") or {}).get("kubernetes.io/service-name")
+        if name:
+            by_svc.setdefault(f"{sl['metadata']['namespace']}/{name}", []).append(sl)
+    ports = [sp for svc in services
+             for sp in service_ports(svc, by_svc.get(f"{svc['metadata']['namespace']}/{svc['metadata']['name']}", []))]
+
+    def endpoint_nodes(ns: str, name: str) -> set[str]:
+        return {e.node for sp in ports if sp.namespace == ns and sp.name == name for e in sp.usable()}
+    mode, cidr = "vxlan", "10.244.0.0/16"
+    try:
+        data = client.get("v1", "configmaps", CONFIG_NAME, CONFIG_NS).get("data") or {}
+        mode = data.get("routingMode", mode)
+        cidr = data.get("clusterCIDR", cidr)
+    except ApiError:
+        pass
+    return paths.World(st, nodes, ports, announce.announcers(services, nodes_raw, endpoint_nodes), mode, cidr), problems

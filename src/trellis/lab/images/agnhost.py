@@ -133,30 +133,59 @@ def cmd_hold(args) -> int:
         return 1
 
 
-def probe_one(target: str, timeout: float, ask: bytes = b"hostname\n") -> str:
-    """``ip/icmp`` or ``host:port/tcp|udp``: the answer, or '' when unreachable."""
+# What a probe saw (the words trellis probe and trellis explain share):
+OK, REFUSED, DENIED, TIMEOUT, UNREACHABLE = "ok", "refused", "denied", "timeout", "unreachable"
+
+
+def classify(err: OSError) -> str:
+    """An error of connect/send/recv -> what it tells about the path. A policy rejects with ICMP
+    administratively prohibited (EHOSTUNREACH, at once); a host with nothing on the port answers
+    with a TCP reset or ICMP port unreachable (ECONNREFUSED); no route is ENETUNREACH."""
+    import errno
+    if isinstance(err, socket.timeout) or err.errno in (errno.ETIMEDOUT, errno.EAGAIN):
+        return TIMEOUT
+    if err.errno in (errno.ECONNREFUSED, errno.ECONNRESET):
+        return REFUSED
+    if err.errno in (errno.EHOSTUNREACH, errno.EACCES, errno.EPERM):
+        return DENIED
+    if err.errno == errno.ENETUNREACH:
+        return UNREACHABLE
+    return TIMEOUT
+
+
+def probe_one(target: str, timeout: float, ask: bytes = b"hostname\n") -> tuple[str, str]:
+    """``ip/icmp`` or ``host:port/tcp|udp`` -> (outcome, the answer or the error)."""
     import subprocess
     addr, _, proto = target.rpartition("/")
     if proto == "icmp":
-        p = subprocess.run(["ping", "-c1", "-W", str(max(1, int(timeout))), addr], capture_output=True)
-        return "ok" if p.returncode == 0 else ""
+        p = subprocess.run(["ping", "-c1", "-n", "-W", str(max(1, round(timeout))), addr], capture_output=True,
+                           text=True)
+        out = p.stdout + p.stderr
+        if p.returncode == 0:
+            return OK, "echo reply"
+        if "rohibited" in out or "filtered" in out:  # ICMP administratively prohibited / packet filtered
+            return DENIED, out.strip().splitlines()[1] if len(out.splitlines()) > 1 else out.strip()
+        if "unreachable" in out.lower() and "Network" in out:
+            return UNREACHABLE, "network unreachable"
+        return TIMEOUT, "no reply"
     host, _, port = addr.rpartition(":")
     try:
         if proto == "udp":
             with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
                 s.settimeout(timeout)
-                s.sendto(ask, (host, int(port)))
-                return s.recvfrom(2048)[0].decode(errors="replace").strip()
+                s.connect((host, int(port)))  # connected: ICMP errors come back as errors
+                s.send(ask)
+                return OK, s.recv(2048).decode(errors="replace").strip()
         with socket.create_connection((host, int(port)), timeout=timeout) as s:
             s.sendall(ask)
             s.settimeout(timeout)
-            return s.recv(4096).decode(errors="replace").strip() or "connected"
-    except OSError:
-        return ""
+            return OK, s.recv(4096).decode(errors="replace").strip() or "connected"
+    except OSError as e:
+        return classify(e), e.strerror or str(e)
 
 
 def cmd_matrix(args) -> int:
-    """Probe many targets in parallel and print {target: answer} as JSON."""
+    """Probe many targets in parallel and print {target: [outcome, detail]} as JSON."""
     import json
     from concurrent.futures import ThreadPoolExecutor
     with ThreadPoolExecutor(32) as pool:
@@ -216,7 +245,8 @@ def main(argv: list[str] | None = None) -> int:
     h.add_argument("target")
     h.add_argument("--seconds", type=float, default=10)
     h.add_argument("--timeout", type=float, default=3.0)
-    m = sub.add_parser("matrix", help="probe targets (ip/icmp, host:port/tcp, host:port/udp); print JSON")
+    m = sub.add_parser("matrix", help="probe targets (ip/icmp, host:port/tcp, host:port/udp); print "
+                       "{target: [ok|refused|denied|timeout|unreachable, detail]} as JSON")
     m.add_argument("targets", nargs="+")
     m.add_argument("--timeout", type=float, default=1.5)
     args = p.parse_args(argv)
