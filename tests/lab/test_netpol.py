@@ -1,15 +1,16 @@
 """NetworkPolicy end to end, in the model of the upstream e2e suite: namespaces x, y, z with
 pods a, b, c serving 80 and 81 on TCP and UDP (SCTP declared too; this kernel cannot open it).
-Every scenario probes the full matrix with real connections from inside each pod and compares
-it with a hand-written expectation (never computed by trellis), then checks that trellis explain
-agrees with every cell."""
+Pods are pinned (a on node-1, b on node-2, c on node-3), so most cells cross nodes, and pod a of
+every namespace has a Service. Every scenario probes the full matrix with real connections from
+inside each pod and compares the pod cells with a hand-written expectation (never computed by
+trellis), then checks that trellis explain agrees with every cell, Services included."""
 import time
 
 import pytest
 
 from conftest import needs_root
 from helpers import running_pods, wait_for
-from trellis.cli.policy import explain_matrix, probe_matrix
+from trellis.cli import probe as cprobe
 from trellis.kube.client import KubeClient
 from trellis.lab import topology
 
@@ -17,15 +18,18 @@ pytestmark = [needs_root, pytest.mark.lab]
 NSS = ("x", "y", "z")
 PODS = ("a", "b", "c")
 ALL = [f"{n}/{p}" for n in NSS for p in PODS]
+NODE_OF = {"a": "node-1", "b": "node-2", "c": "node-3"}
 CELLS = ("TCP/80", "TCP/81", "UDP/80", "UDP/81")
 
 
 def pod(ns, name):
     ports = [{"name": f"serve-{p}-{pr.lower()}", "containerPort": p, "protocol": pr}
              for p in (80, 81) for pr in ("TCP", "UDP", "SCTP")]
+    spec = {"containers": [{"name": "c", "image": "registry.k8s.io/e2e-test-images/agnhost:2.40", "ports": ports}]}
+    if name in NODE_OF:  # pinned: a, b and c of a namespace on three different nodes
+        spec["nodeName"] = NODE_OF[name]
     return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": ns, "labels": {"pod": name}},
-            "spec": {"containers": [{"name": "c", "image": "registry.k8s.io/e2e-test-images/agnhost:2.40",
-                                     "ports": ports}]}}
+            "spec": spec}
 
 
 @pytest.fixture(scope="module")
@@ -36,6 +40,10 @@ def kc(lab):
                                       "metadata": {"name": ns, "labels": {"ns": ns}}})
         for p in PODS:
             c.create("v1", "pods", pod(ns, p), ns)
+        c.create("v1", "services", {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "sa", "namespace": ns},
+                                    "spec": {"selector": {"pod": "a"}, "ports": [
+                                        {"name": f"{pr.lower()}-{p}", "port": p, "protocol": pr}
+                                        for p in (80, 81) for pr in ("TCP", "UDP")]}}, ns)
     for ns in NSS:
         running_pods(c, ns, "pod", 3, timeout=60)
     yield c
@@ -78,31 +86,37 @@ def netpol(ns, name, spec):
             "metadata": {"name": name, "namespace": ns}, "spec": spec}
 
 
-def probe(lab, kc):
-    res, _, _, targets = probe_matrix(kc, lab.dir, list(NSS), None, [80, 81], ["tcp", "udp"])
-    return res, targets
+def probe(lab, kc, namespaces=NSS, ports=(80, 81), protocols=("tcp", "udp")):
+    return cprobe.probe(kc, lab.dir, list(namespaces), None, list(ports), list(protocols), services=True,
+                        explain=True)
 
 
 def diff(got, want):
-    return [f"{c} {s}->{d}: got {'.' if got[c][s][d] else 'X'} want {'.' if want.m[c][s][d] else 'X'}"
-            for c in want.m for s in ALL for d in ALL if got[c][s][d] != want.m[c][s][d]]
+    """Pod cells: reachable is "ok", unreachable must be a policy denial ("denied"), nothing else."""
+    word = {True: "ok", False: "denied"}
+    return [f"{c} {s}->{d}: got {got[c][s][d]} want {word[want.m[c][s][d]]}"
+            for c in want.m for s in ALL for d in ALL if got[c][s][d] != word[want.m[c][s][d]]]
+
+
+def disagreements(pr):
+    return [f"{k} {s}->{d}: probe {pr.result[k][s][d]}, explain {v[0]}" for k, tab in pr.explained.items()
+            for s, row in tab.items() for d, v in row.items() if not v[1]]
 
 
 def check(lab, kc, want, timeout=8.0):
-    """Probe until the matrix matches (policy changes are asynchronous), then cross-check explain."""
+    """Probe until the matrix matches (policy changes are asynchronous), then cross-check explain on
+    every cell, the Services' included."""
     deadline = time.monotonic() + timeout
     while True:
-        got, targets = probe(lab, kc)
-        bad = diff(got, want)
+        pr = probe(lab, kc)
+        bad = diff(pr.result, want)
         if not bad or time.monotonic() > deadline:
             break
         time.sleep(0.3)
     assert not bad, f"{len(bad)} cells differ:\n" + "\n".join(bad[:30])
-    pods = [p for ns in NSS for p in kc.list("v1", "pods", ns)[0]]
-    explained = explain_matrix(kc, got, pods, targets)
-    off = [f"{c} {s}->{d}" for c in got for s in ALL for d in ALL
-           if s != d and explained[c][s][d] != got[c][s][d]]
-    assert not off, "trellis explain disagrees with the probe on: " + ", ".join(off[:20])
+    off = disagreements(pr)
+    assert not off, f"trellis explain disagrees with the probe on {len(off)} cells:\n" + "\n".join(off[:20])
+    return pr
 
 
 def test_no_policy_everything_reaches(lab, clean):
@@ -236,10 +250,12 @@ def groups(clean):
             for o in clean.list(GV, plural, ns)[0]:
                 clean.delete(GV, plural, o["metadata"]["name"], ns)
     clean.patch("v1", "pods", "b", {"metadata": {"annotations": {"trellis.dev/endpoint-group": None}}}, "x")
-    try:
-        clean.delete("v1", "configmaps", "trellis-config", "kube-system")
-    except Exception:  # noqa: BLE001 - absent
-        pass
+    set_isolation_mode(clean, None)
+
+
+def set_isolation_mode(kc, mode):
+    """trellis-config exists from lab up (routing mode, cluster CIDR): change only isolationMode."""
+    kc.patch("v1", "configmaps", "trellis-config", {"data": {"isolationMode": mode}}, "kube-system")
 
 
 def epg(ns, name, spec):
@@ -271,9 +287,7 @@ def test_endpoint_groups_and_contracts(lab, groups):
 
 def test_isolation_mode_namespace_opened_by_contract_and_by_policy(lab, groups):
     kc = groups
-    kc.create("v1", "configmaps", {"apiVersion": "v1", "kind": "ConfigMap",
-                                   "metadata": {"name": "trellis-config", "namespace": "kube-system"},
-                                   "data": {"isolationMode": "namespace"}}, "kube-system")
+    set_isolation_mode(kc, "namespace")
     want = Reach(True).set(False, src=ns_is("y", "z"), dst=ns_is("x"))
     want.set(False, src=ns_is("x", "z"), dst=ns_is("y")).set(False, src=ns_is("x", "y"), dst=ns_is("z"))
     check(lab, kc, want)
@@ -302,9 +316,7 @@ def test_isolation_mode_deployment_with_a_contract_between_two(lab, groups):
     try:
         running_pods(kc, "z", "app=front", 2, timeout=60)
         running_pods(kc, "z", "app=back", 1, timeout=60)
-        kc.create("v1", "configmaps", {"apiVersion": "v1", "kind": "ConfigMap",
-                                       "metadata": {"name": "trellis-config", "namespace": "kube-system"},
-                                       "data": {"isolationMode": "deployment"}}, "kube-system")
+        set_isolation_mode(kc, "deployment")
 
         def role(label):
             p = kc.get("v1", "pods", label.split("/")[1], "z")
@@ -322,16 +334,18 @@ def test_isolation_mode_deployment_with_a_contract_between_two(lab, groups):
         def check_roles(allowed, timeout=8.0):
             deadline = time.monotonic() + timeout
             while True:
-                got, _, _, _ = probe_matrix(kc, lab.dir, ["z"], None, [80], ["tcp"])
-                cell = got["TCP/80"]
+                pr = probe(lab, kc, namespaces=["z"], ports=[80], protocols=["tcp"])
+                cell = pr.result["TCP/80"]
                 roles = {p: role(p) for p in cell}
                 bad = [f"{s} ({roles[s]}) -> {d} ({roles[d]}): got {cell[s][d]}" for s in cell for d in cell[s]
-                       if s != d and cell[s][d] != allowed(roles[s], roles[d])]
+                       if s != d and not d.startswith("svc/")
+                       and cell[s][d] != ("ok" if allowed(roles[s], roles[d]) else "denied")]
                 if not bad or time.monotonic() > deadline:
                     break
                 time.sleep(0.3)
             assert not bad, "\n".join(bad)
             assert len(cell) == 6  # z/a, z/b, z/c, two fronts, one back
+            assert not disagreements(pr), disagreements(pr)
 
         check_roles(expect(front_to_back=False))
         kc.create(GV, "contracts", contract("z", "front-to-back", {
@@ -544,9 +558,9 @@ def test_cli_group_contract_explain_probe(lab, groups, tmp_path):
     assert "app-db" in trellis(lab.name, "contract", "ls", "-n", "x").stdout
     wait_for(lambda: try_tcp(lab, "x", "b", clean_ip(groups, "x", "a")).returncode != 0, 8, "the group enforced")
     r = trellis(lab.name, "explain", "-n", "x", "b", "a", "80/tcp")
-    assert r.returncode == 3 and "DENY" in r.stdout and "EndpointGroup x/db: no contract allows this source" in r.stdout
+    assert r.returncode == 3 and "DENIED" in r.stdout and "EndpointGroup x/db: no contract allows this source" in r.stdout
     r = trellis(lab.name, "explain", "-n", "x", "a", "b", "80/tcp", "-o", "json")
-    assert r.returncode == 0 and json.loads(r.stdout)["results"][0]["verdict"] == "allow"
+    assert r.returncode == 0 and json.loads(r.stdout)["verdict"] == "allowed"
     want = {"TCP/80": {s: {d: not (d == "x/a" and s != d) for d in ("x/a", "x/b", "x/c")}
                        for s in ("x/a", "x/b", "x/c")}}
     (tmp_path / "want.json").write_text(json.dumps(want))

@@ -148,6 +148,10 @@ def test_outside_clients_through_nodeports_lb_and_external_ip(policies):
     want.update({("TCP/80", out, f"svc/y/sc node-{i}:{sc}"): "ok" if i == 3 else "timeout" for i in (1, 2, 3)})
     want[("TCP/80", out, f"svc/x/sb {lb}:80")] = "ok"
     pr = probe_until(cfg, kc, want, from_outside=True, ports=[80], protocols=["tcp", "udp"])
+    # x's pods are now isolated; a pod still reaches itself, also through its own Service (the hairpin)
+    probe_until(cfg, kc, {("TCP/80", "x/a", "x/a"): "ok", ("TCP/80", "x/a", "svc/x/sa"): "ok",
+                          ("TCP/80", "x/b", "svc/x/sa"): "denied", ("TCP/80", "y/a", "x/b"): "denied"},
+                ports=[80], protocols=["tcp"])
     # UDP is not in the policy: denied by the node the datagram enters by
     assert all(v == "denied" for d, v in pr.result["UDP/80"][out].items() if d.startswith("svc/x/sa"))
     # the external IP enters at node-2 (the client's route) and reaches x/b on node-2

@@ -161,7 +161,7 @@ def run_matrix(sources: list[Source], targets: dict[str, Target], cells: list[tu
         cmd = [sys.executable, "-m", "trellis.lab.images.agnhost", "matrix", "--timeout", str(timeout), *probes]
         i = src.argv.index("{cmd}")
         r = subprocess.run(src.argv[:i] + cmd + src.argv[i + 1:], capture_output=True, text=True,
-                           timeout=60 + timeout * len(probes) / 16)
+                           timeout=60 + (timeout / 16 + 1.05) * len(probes))  # timeouts are retried once a second
         try:
             return src.label, json.loads(r.stdout.strip().splitlines()[-1])
         except (ValueError, IndexError):

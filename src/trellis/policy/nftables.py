@@ -9,6 +9,8 @@ Skeleton (fixed; only sets, maps and layer chains change)::
     chain mark-output       hook output (route), after DNAT: the same for the node's own sockets
     chain forward   hook forward, priority filter (after Service DNAT, so on the real pod)
       ct state established,related accept       replies and admitted flows
+      a pod to itself (the hairpin through its   accept (Kubernetes: a pod cannot block
+        own Service)                               access to itself)
       IPv6 towards a pod                         drop (pods are IPv4-only)
       from the overlay, JUDGED                   accept (judged where the connection was DNATed)
       from a pod veth                            jump egress
@@ -117,6 +119,10 @@ def _elements(items) -> str:
     return ", ".join(sorted(items))
 
 
+def _self_pairs(ips) -> list[str]:
+    return [f"{ip} . {ip}" for ip in ips]
+
+
 def _mark_rules(cluster_cidr: str) -> list[str]:
     """Clear the JUDGED bit, then set it on the new packets of connections DNATed here to a
     pod that is not on this node."""
@@ -134,6 +140,8 @@ def full(d: Desired, cluster_cidr: str) -> str:
         out.append(f"  set {name} {{ {typ}{body} }}")
     for name, elems in (("known", d.known), ("peers", d.peers)):
         out.append(f"  set {name} {{ type ipv4_addr;{' elements = { ' + _elements(elems) + ' }' if elems else ''} }}")
+    pairs = _elements(_self_pairs(d.known))
+    out.append(f"  set self {{ type ipv4_addr . ipv4_addr;{' elements = { ' + pairs + ' }' if pairs else ''} }}")
     for name, rules in sorted(d.chains.items()):
         out.append(f"  chain {name} {{")
         out.extend(f"    {r}" for r in rules)
@@ -170,6 +178,7 @@ def full(d: Desired, cluster_cidr: str) -> str:
         "  chain forward {",
         "    type filter hook forward priority filter; policy accept;",
         "    ct state established,related accept",
+        '    ip saddr . ip daddr @self accept comment "a pod always reaches itself"',
         f'    meta nfproto ipv6 oifname "{p}*" counter drop comment "pods are IPv4-only"',
         f'    iifname "{VXLAN_DEV}" meta mark & {bit} == {bit} counter accept comment "judged where it was DNATed"',
         f'    iifname "{p}*" jump egress',
@@ -218,6 +227,10 @@ def transaction(old: Desired, new: Desired) -> str:
             cmds.append(f"add element {T} {name} {{ {_elements(n - o)} }}")
         if o - n:
             cmds.append(f"delete element {T} {name} {{ {_elements(o - n)} }}")
+        if name == "known" and n - o:
+            cmds.append(f"add element {T} self {{ {_elements(_self_pairs(n - o))} }}")
+        if name == "known" and o - n:
+            cmds.append(f"delete element {T} self {{ {_elements(_self_pairs(o - n))} }}")
     cmds.extend(f"delete chain {T} {name}" for name in old.chains if name not in new.chains)
     cmds.extend(f"delete set {T} {name}" for name in old.sets if name not in new.sets)
     return "\n".join(cmds) + ("\n" if cmds else "")

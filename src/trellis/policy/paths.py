@@ -102,6 +102,11 @@ def _judge(world: World, hop: Hop, client: Client, src_ip: str, proto: str, dnat
         hop.outcome, hop.reason = ALLOWED, f"node {client.node}: a pod's own node always reaches it"
         hop.judged_at, hop.steps = "", [Step("ingress", "node", engine.ALLOW, hop.reason)]
         return hop
+    if client.kind == "pod" and hop.endpoint_ip == client.ip:
+        # Kubernetes: a pod cannot block access to itself (through its Service too: the hairpin)
+        hop.outcome, hop.reason = ALLOWED, "a pod always reaches itself"
+        hop.judged_at, hop.steps = "", [Step("ingress", "self", engine.ALLOW, hop.reason)]
+        return hop
     verdict, steps = engine.explain(st, src_ip, hop.endpoint_ip, proto, hop.endpoint_port, dnat)
     hop.steps = steps
     hop.outcome = ALLOWED if verdict == engine.ALLOW else DENIED

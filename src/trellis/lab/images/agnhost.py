@@ -188,8 +188,22 @@ def cmd_matrix(args) -> int:
     """Probe many targets in parallel and print {target: [outcome, detail]} as JSON."""
     import json
     from concurrent.futures import ThreadPoolExecutor
+    import time
     with ThreadPoolExecutor(32) as pool:
         answers = list(pool.map(lambda t: probe_one(t, args.timeout), args.targets))
+        # NOTE: Linux sends a destination at most one ICMP error per second after a burst of six
+        # (net.ipv4.icmp_ratelimit, icmp_ratemask): a client rejected many times at once sees the
+        # later rejects as timeouts. Every timeout is tried again, one per second, to tell a
+        # rate-limited reject from a real drop.
+        again = [i for i, (outcome, _) in enumerate(answers) if outcome == TIMEOUT]
+        start = time.monotonic()
+
+        def retry(n_i):
+            n, i = n_i
+            time.sleep(max(0.0, start + 1.05 * (n + 1) - time.monotonic()))
+            return i, probe_one(args.targets[i], args.timeout)
+        for i, answer in pool.map(retry, enumerate(again)):
+            answers[i] = answer
     print(json.dumps(dict(zip(args.targets, answers))), flush=True)
     return 0
 
