@@ -50,8 +50,9 @@ class PolicyController:
         self.groups = Informer(client, "trellis.dev/v1alpha1", "endpointgroups")
         self.contracts = Informer(client, "trellis.dev/v1alpha1", "contracts")
         self.config = Informer(client, "v1", "configmaps", ns=CONFIG_NS, field_selector=f"metadata.name={CONFIG_NAME}")
+        self.deployments = Informer(client, "apps/v1", "deployments")  # for their group annotation
         self.required = (self.pods, self.namespaces, self.netpols)
-        self.optional = (self.groups, self.contracts, self.config)  # CRDs may be missing on a real cluster
+        self.optional = (self.groups, self.contracts, self.config, self.deployments)  # CRDs may be missing on a real cluster
         self.dirty = threading.Event()
         self.synced = threading.Event()
         self.last_change = 0.0
@@ -63,6 +64,7 @@ class PolicyController:
         self.groups.add_handler(lambda t, o, old: self._put("group", t, o))
         self.contracts.add_handler(lambda t, o, old: self._put("contract", t, o))
         self.config.add_handler(lambda t, o, old: self._put("config", t, o))
+        self.deployments.add_handler(lambda t, o, old: self._put("deployment", t, o))
 
     # ---- events -------------------------------------------------------------------
 
@@ -102,8 +104,13 @@ class PolicyController:
                     self.state.set_group(key, None if gone else model.group(obj))
                 elif kind == "contract":
                     self.state.set_contract(key, None if gone else model.contract(obj))
+                elif kind == "deployment":
+                    self.state.set_deployment_group(key, "" if gone else model.group_hint(obj))
                 elif kind == "config":
-                    self.state.set_mode("cluster" if gone else model.mode_from_config(obj.get("data")))
+                    mode, err = ("cluster", None) if gone else model.mode_in_force(obj, self.state.mode)
+                    self.state.set_mode(mode)
+                    if err:
+                        raise model.PolicyError(f"{err}; isolation mode {mode} stays")
                 self.errors.pop(f"{kind}:{key}", None)
             except model.PolicyError as e:
                 # NOTE: an object we cannot compile is left out (its previous version too):

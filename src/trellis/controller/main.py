@@ -5,7 +5,8 @@ kube-controller-manager's node IPAM does), and publishes what agents need to
 reach it: the VTEP MAC (annotation ``trellis.dev/vtep-mac``); the underlay IP is
 the Node's InternalIP. A deleted Node's block is free again, since the set of
 used blocks is read from the live Nodes. It also hands out LoadBalancer
-addresses from IPPools (``lbipam``).
+addresses from IPPools (``lbipam``), and reports the policy it cannot honour as
+Events (``policyaudit``).
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ import threading
 
 from trellis.agent.routing import VTEP_ANNOTATION, vtep_mac
 from trellis.controller.lbipam import LoadBalancerIPs
+from trellis.controller.policyaudit import PolicyAudit
 from trellis.kube.client import KubeClient
 from trellis.kube.informer import Informer, Reconciler
 
@@ -85,10 +87,12 @@ def main(argv: list[str] | None = None) -> int:
     nodes = Informer(client, "v1", "nodes")
     services = Informer(client, "v1", "services")
     pools = Informer(client, "trellis.dev/v1alpha1", "ippools")
+    audit = PolicyAudit(client)
     controllers = [NodeBlocks(client, nodes, args.cluster_cidr, args.block_prefix),
-                   LoadBalancerIPs(client, services, pools)]
+                   LoadBalancerIPs(client, services, pools), audit]
     for inf in (nodes, services, pools):
         inf.start()
+    audit.start()
     for c in controllers:
         threading.Thread(target=c.run, args=(stop,), daemon=True, name=c.name).start()
     stop.wait()

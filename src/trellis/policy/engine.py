@@ -106,6 +106,7 @@ class PolicyState:
         self.policies: dict[str, NetPol] = {}
         self.groups: dict[str, Group] = {}
         self.contracts: dict[str, Contract] = {}
+        self.deployment_groups: dict[str, str] = {}   # ns/deployment -> the group its annotation asks for
         self.by_ns: dict[str, set[str]] = {}
         self.by_label: dict[tuple[str, str], set[str]] = {}
         self.set_defs: dict[str, tuple] = {}
@@ -167,6 +168,11 @@ class PolicyState:
 
     def set_contract(self, key: str, c: Contract | None) -> None:
         self._put(self.contracts, key, c)
+
+    def set_deployment_group(self, key: str, hint: str) -> None:
+        """A Deployment's group annotation ("" none): its pods' group unless a pod names its own."""
+        if self.deployment_groups.get(key, "") != hint:
+            self._put(self.deployment_groups, key, hint or None)
 
     def set_mode(self, mode: str) -> None:
         if mode != self.mode:
@@ -259,8 +265,11 @@ class PolicyState:
     # ---- groups ----------------------------------------------------------------
 
     def explicit_group(self, pod: PodInfo) -> Group | None:
-        if pod.group_hint:
-            g = self.groups.get(f"{pod.ns}/{pod.group_hint}")
+        ns = self.namespaces.get(pod.ns)
+        # annotations first, the pod's over its Deployment's over its namespace's (ACI's order)
+        for hint in (pod.group_hint, self.deployment_groups.get(f"{pod.ns}/{pod.deployment}", "")
+                     if pod.deployment else "", ns.group_hint if ns is not None else ""):
+            g = self.groups.get(f"{pod.ns}/{hint}") if hint else None
             if g is not None:
                 return g
         for key in sorted(self.groups):

@@ -5,7 +5,7 @@ The agent builds the very same state from its watches; this reads it once.
 from __future__ import annotations
 
 from trellis.kube.client import ApiError, KubeClient
-from trellis.policy import model
+from trellis.policy import audit, model
 from trellis.policy.engine import PolicyState
 
 CONFIG_NS, CONFIG_NAME = "kube-system", "trellis-config"
@@ -21,32 +21,35 @@ def _list(client: KubeClient, api_version: str, plural: str, ns: str | None = No
 
 
 def load(client: KubeClient) -> tuple[PolicyState, dict[str, str], list[str]]:
-    """-> (state, node name -> internal IP, problems with objects that are not enforced)."""
-    problems: list[str] = []
-    mode = "cluster"
+    """-> (state, node name -> internal IP, what is not honoured as written: ``policy.audit``)."""
     try:
         cm = client.get("v1", "configmaps", CONFIG_NAME, CONFIG_NS)
-        mode = model.mode_from_config(cm.get("data"))
     except ApiError:
-        pass
-    except model.PolicyError as e:
-        problems.append(f"ConfigMap kube-system/trellis-config: {e}")
-    st = PolicyState(mode)
-    for ns in _list(client, "v1", "namespaces"):
+        cm = None
+    st = PolicyState(model.mode_in_force(cm)[0])
+    namespaces = _list(client, "v1", "namespaces")
+    for ns in namespaces:
         st.set_namespace(model.ns_info(ns))
-    for pod in _list(client, "v1", "pods"):
-        if pod.get("status", {}).get("phase") not in ("Succeeded", "Failed"):
-            st.set_pod(model.pod_info(pod))
+    pods = [p for p in _list(client, "v1", "pods") if p.get("status", {}).get("phase") not in ("Succeeded", "Failed")]
+    for pod in pods:
+        st.set_pod(model.pod_info(pod))
+    deployments = _list(client, "apps/v1", "deployments")
+    for d in deployments:
+        st.set_deployment_group(f"{d['metadata']['namespace']}/{d['metadata']['name']}", model.group_hint(d))
+    objs = {}
     for kind, api, plural, setter, parse in (
             ("NetworkPolicy", "networking.k8s.io/v1", "networkpolicies", st.set_policy, model.netpol),
             ("EndpointGroup", "trellis.dev/v1alpha1", "endpointgroups", st.set_group, model.group),
             ("Contract", "trellis.dev/v1alpha1", "contracts", st.set_contract, model.contract)):
-        for obj in _list(client, api, plural):
-            key = f"{obj['metadata']['namespace']}/{obj['metadata']['name']}"
+        objs[kind] = _list(client, api, plural)
+        for obj in objs[kind]:
             try:
-                setter(key, parse(obj))
-            except model.PolicyError as e:
-                problems.append(f"{kind} {key}: {e}")
+                setter(f"{obj['metadata']['namespace']}/{obj['metadata']['name']}", parse(obj))
+            except model.PolicyError:
+                pass  # left out, as the agents do; audit names it
+    problems = [str(p) for p in audit.problems(
+        namespaces=namespaces, deployments=deployments, pods=pods, groups=objs["EndpointGroup"],
+        contracts=objs["Contract"], netpols=objs["NetworkPolicy"], config=cm)]
     nodes = {}
     for n in _list(client, "v1", "nodes"):
         ip = next((a["address"] for a in n.get("status", {}).get("addresses") or [] if a.get("type") == "InternalIP"), "")

@@ -15,6 +15,7 @@ skips objects that do not validate and logs why.
 from __future__ import annotations
 
 import ipaddress
+import json
 from dataclasses import dataclass, field
 
 from trellis.kube import selectors
@@ -23,6 +24,10 @@ from trellis.kube.selectors import Selector, SelectorError
 ISOLATED_ANNOTATIONS = ("trellis.dev/isolated", "opencontrail.kubernetes.isolated")
 GROUP_LABEL = "io.contiv.net-group"
 GROUP_ANNOTATION = "trellis.dev/endpoint-group"
+# Cisco ACI's: JSON {"tenant": ..., "app-profile": ..., "name": ...} on a namespace, Deployment or pod;
+# trellis has no tenants or application profiles, so ``name`` is the EndpointGroup (docs/policy.md)
+ACI_GROUP_ANNOTATION = "opflex.cisco.com/endpoint-group"
+MODE_IN_FORCE_ANNOTATION = "trellis.dev/isolation-mode-in-force"
 PROTOCOLS = ("TCP", "UDP", "SCTP")
 MODES = ("cluster", "namespace", "deployment")
 # namespaces the isolation modes leave alone (cluster DNS must stay reachable)
@@ -59,6 +64,7 @@ class NsInfo:
     name: str
     labels: tuple[tuple[str, str], ...]
     isolated: bool = False
+    group_hint: str = ""          # opflex.cisco.com/endpoint-group or trellis.dev/endpoint-group
 
 
 @dataclass(frozen=True)
@@ -150,7 +156,39 @@ def pod_info(pod: dict) -> PodInfo:
     return PodInfo(f"{md['namespace']}/{md['name']}", md["namespace"], md["name"], _labels(pod),
                    pod.get("status", {}).get("podIP") or "", spec.get("nodeName") or "",
                    bool(spec.get("hostNetwork")), ports,
-                   ann.get(GROUP_ANNOTATION) or (md.get("labels") or {}).get(GROUP_LABEL, ""), deployment)
+                   group_hint(pod) or (md.get("labels") or {}).get(GROUP_LABEL, ""), deployment)
+
+
+def aci_group(value) -> str:
+    """The group ``name`` of an ``opflex.cisco.com/endpoint-group`` value; PolicyError names the fault."""
+    try:
+        doc = json.loads(value) if isinstance(value, str) else value
+    except ValueError as e:
+        raise PolicyError(f"{ACI_GROUP_ANNOTATION}: not JSON ({e.msg} at character {e.pos})") from None
+    if not isinstance(doc, dict):
+        raise PolicyError(f"{ACI_GROUP_ANNOTATION}: must be a JSON object "
+                          '{"tenant": ..., "app-profile": ..., "name": ...}')
+    name = doc.get("name")
+    if not isinstance(name, str) or not name:
+        raise PolicyError(f"{ACI_GROUP_ANNOTATION}: \"name\" must be a non-empty string (got {name!r})")
+    for k in ("tenant", "app-profile"):
+        if k in doc and not isinstance(doc[k], str):
+            raise PolicyError(f"{ACI_GROUP_ANNOTATION}: {k!r} must be a string (got {doc[k]!r})")
+    return name
+
+
+def group_hint(obj: dict) -> str:
+    """The EndpointGroup an object's annotations ask for ("" none or malformed: malformed ones are
+    reported by ``policy.audit``)."""
+    ann = obj.get("metadata", {}).get("annotations") or {}
+    if ann.get(GROUP_ANNOTATION):
+        return str(ann[GROUP_ANNOTATION])
+    if ACI_GROUP_ANNOTATION in ann:
+        try:
+            return aci_group(ann[ACI_GROUP_ANNOTATION])
+        except PolicyError:
+            return ""
+    return ""
 
 
 def ns_info(ns: dict) -> NsInfo:
@@ -158,7 +196,7 @@ def ns_info(ns: dict) -> NsInfo:
     labels = dict(ns["metadata"].get("labels") or {})
     labels.setdefault("kubernetes.io/metadata.name", ns["metadata"]["name"])
     return NsInfo(ns["metadata"]["name"], tuple(sorted(labels.items())),
-                  any(str(ann.get(a, "")).lower() == "true" for a in ISOLATED_ANNOTATIONS))
+                  any(str(ann.get(a, "")).lower() == "true" for a in ISOLATED_ANNOTATIONS), group_hint(ns))
 
 
 def _selector(obj, path: str) -> Selector | None:
@@ -322,3 +360,14 @@ def mode_from_config(data: dict | None) -> str:
     if mode not in MODES:
         raise PolicyError(f"isolationMode: unsupported value {mode!r} (cluster, namespace, deployment)")
     return mode
+
+
+def mode_in_force(cm: dict | None, current: str = "cluster") -> tuple[str, str | None]:
+    """trellis-config -> (the isolation mode to enforce, the problem with it or None). An invalid
+    value never changes the mode: the one in force stays (``current``, or at start the last valid
+    mode the controller recorded on the ConfigMap)."""
+    try:
+        return mode_from_config((cm or {}).get("data")), None
+    except PolicyError as e:
+        recorded = ((cm or {}).get("metadata", {}).get("annotations") or {}).get(MODE_IN_FORCE_ANNOTATION)
+        return (recorded if recorded in MODES else current), str(e)
