@@ -47,7 +47,7 @@ bench: deps
 	@for b in bench/*.py; do $(PY) $$b || exit 1; done
 
 lab-clean: pydeps
-	@$(VENV)/bin/trellis lab down --all --force
+	@$(VENV)/bin/trellis lab down --all --mine
 
 clean:
 	rm -rf .make $(VENV) build src/*.egg-info

@@ -117,6 +117,11 @@ def test_reconcile_repairs_and_sweeps(two_nodes):
     assert link is not None and link.mtu == 1500
     r1.reconcile(objs)
     assert netlink.owned_routes(n1, TUNNEL_TABLE) == [] and "fwmark" not in sh(n1, "ip", "rule").stdout
+    # uninstall (agent --cleanup) removes all of it, the direct mode's rule and tunnel table included
+    Routing("node-1", "direct", netns=n1).reconcile(objs)
+    sh(n1, PY, "-m", "trellis.agent.main", "--node", "node-1", "--cleanup")
+    assert netlink.owned_routes(n1) == [] and netlink.owned_routes(n1, TUNNEL_TABLE) == []
+    assert "fwmark" not in sh(n1, "ip", "rule").stdout and netlink.get_link(VXLAN_DEV, n1) is None
 
 
 def test_a_node_without_vtep_data_is_skipped(two_nodes):

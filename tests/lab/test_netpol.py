@@ -249,7 +249,9 @@ def groups(clean):
         for plural in ("contracts", "endpointgroups"):
             for o in clean.list(GV, plural, ns)[0]:
                 clean.delete(GV, plural, o["metadata"]["name"], ns)
-    clean.patch("v1", "pods", "b", {"metadata": {"annotations": {"trellis.dev/endpoint-group": None}}}, "x")
+    clean.patch("v1", "pods", "b", {"metadata": {"annotations": {"trellis.dev/endpoint-group": None,
+                                                                  "opflex.cisco.com/endpoint-group": None}}}, "x")
+    clean.patch("v1", "namespaces", "z", {"metadata": {"annotations": {"opflex.cisco.com/endpoint-group": None}}})
     set_isolation_mode(clean, None)
 
 
@@ -283,6 +285,42 @@ def test_endpoint_groups_and_contracts(lab, groups):
         "rules": [{"action": "deny", "protocol": "UDP", "ports": [80]}, {"action": "allow"}]}), "x")
     want.set(True, src=is_("z/c"), dst=is_("x/b"), cells=("TCP/80", "TCP/81", "UDP/81"))
     check(lab, kc, want)
+
+
+def test_aci_annotation_and_what_is_not_honoured(lab, groups):
+    """ACI's annotation puts a pod in a group; a malformed annotation, a contract naming a missing group and
+    an unknown isolation mode become Warning Events and CLI warnings, and the mode in force stays."""
+    import json
+    import subprocess
+    from helpers import PY
+    kc = groups
+    aci = "opflex.cisco.com/endpoint-group"
+    kc.create(GV, "endpointgroups", epg("x", "web", {}), "x")
+    kc.patch("v1", "pods", "b", {"metadata": {"annotations": {
+        aci: json.dumps({"tenant": "kube", "app-profile": "kubernetes", "name": "web"})}}}, "x")
+    want = Reach(True).set(False, dst=is_("x/b"))  # the group admits only its own members: x/b alone
+    check(lab, kc, want)
+    kc.patch("v1", "namespaces", "z", {"metadata": {"annotations": {aci: "{tenant: kube"}}})
+    kc.create(GV, "contracts", contract("x", "to-nowhere", {"provider": "web", "consumers": ["nosuch"]}), "x")
+    set_isolation_mode(kc, "tenant")
+
+    def warnings():
+        evs = [e for ns in ("default", "x", "kube-system") for e in kc.list("v1", "events", ns)[0]
+               if (e.get("source") or {}).get("component") == "trellis-controller"]
+        return {(e["involvedObject"]["kind"], e["involvedObject"]["name"], e["reason"]): e["message"] for e in evs}
+    wait_for(lambda: {("Namespace", "z", "InvalidEndpointGroupAnnotation"), ("Contract", "to-nowhere",
+                      "EndpointGroupNotFound"), ("ConfigMap", "trellis-config", "InvalidConfig")} <= set(warnings()),
+             15, "the controller's Warning events")
+    ev = warnings()
+    assert "not JSON" in ev[("Namespace", "z", "InvalidEndpointGroupAnnotation")]
+    assert "EndpointGroup x/nosuch does not exist" in ev[("Contract", "to-nowhere", "EndpointGroupNotFound")]
+    assert "isolation mode cluster stays" in ev[("ConfigMap", "trellis-config", "InvalidConfig")]
+    check(lab, kc, want)  # nothing changed in the datapath: the mode in force (cluster) stays
+    r = subprocess.run([PY, "-m", "trellis.cli.main", "explain", "--lab", lab.name, "-n", "x", "a", "b", "80/tcp"],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 3 and "EndpointGroup x/web" in r.stdout, r.stdout
+    for text in ("Namespace z:", "Contract x/to-nowhere:", "ConfigMap kube-system/trellis-config:"):
+        assert f"warning: not honoured: {text}" in r.stderr, r.stderr
 
 
 def test_isolation_mode_namespace_opened_by_contract_and_by_policy(lab, groups):

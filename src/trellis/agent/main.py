@@ -28,6 +28,7 @@ from trellis.agent import policy as policy_ctl
 from trellis.agent.proxier import Proxier
 from trellis.agent.routing import VXLAN_DEV, Routing
 from trellis.agent import nettable
+from trellis.names import JUDGED_MARK, TUNNEL_RULE_PRIORITY, TUNNEL_TABLE
 from trellis.kernel import netlink, nft
 from trellis.proxy import nftables as proxy_nft
 from trellis.kernel.netns import KernelError
@@ -154,6 +155,9 @@ def cleanup() -> None:
         netlink.delete_address(lbannounce.LB_DEV, cidr)
     for r in netlink.owned_routes():
         netlink.delete_route(r.dst)
+    netlink.delete_fwmark_rule(TUNNEL_RULE_PRIORITY, JUDGED_MARK, TUNNEL_TABLE)  # direct mode's tunnel
+    for r in netlink.owned_routes(table=TUNNEL_TABLE):
+        netlink.delete_route(r.dst, table=TUNNEL_TABLE)
     for name in netlink.list_links(prefix=nettable.HOST_IF_PREFIX):
         netlink.delete_link(name)
     policy_ctl.cleanup()
@@ -168,8 +172,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="trellis agent", description="The trellis node agent.")
     p.add_argument("--node", required=True, help="this node's name")
     p.add_argument("--server", help="API server URL (default: in-cluster config)")
-    p.add_argument("--state-dir", required=True, help="where the IPAM store lives")
-    p.add_argument("--socket", required=True, help="unix socket for trellis-cni")
+    p.add_argument("--state-dir", help="where the IPAM store lives (required but with --cleanup)")
+    p.add_argument("--socket", help="unix socket for trellis-cni (required but with --cleanup)")
     p.add_argument("--mode", default="vxlan", choices=["vxlan", "direct"])
     p.add_argument("--cluster-cidr", default="10.244.0.0/16")
     p.add_argument("--service-cidr", default="10.96.0.0/16")
@@ -181,6 +185,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.cleanup:
         cleanup()
         return 0
+    for flag in ("state_dir", "socket"):
+        if not getattr(args, flag):
+            p.error(f"the following arguments are required: --{flag.replace('_', '-')}")
     from trellis.kube.client import in_cluster_config
     client = KubeClient(args.server) if args.server else KubeClient(in_cluster_config())
     agent = Agent(client, args.node, args.state_dir, args.socket, args.mode, args.cluster_cidr, args.underlay_dev,

@@ -68,6 +68,8 @@ def set_isolation_mode(client: KubeClient, mode: str) -> None:
 
 def cmd_lab_down(args) -> int:
     names = topology.list_labs() if args.all else [lab_name(args)]
+    if args.mine:
+        names = [n for n in names if n in topology.labs_started_by(topology.this_installation())]
     for name in names:
         removed = topology.down(name, args.force, progress)
         progress(f"lab {name!r} removed ({len(removed)} namespaces and directories)")
@@ -310,6 +312,7 @@ def build_parser() -> argparse.ArgumentParser:
     lab_arg(dn, "--name")
     dn.add_argument("--force", action="store_true", help="also remove leftovers found by name when state is gone")
     dn.add_argument("--all", action="store_true", help="remove every lab on this machine")
+    dn.add_argument("--mine", action="store_true", help="only labs this trellis installation (checkout) started")
     dn.set_defaults(fn=cmd_lab_down)
     st = lsub.add_parser("status", help="show a lab's components")
     lab_arg(st, "--name")

@@ -42,3 +42,9 @@ def dump(obj: Any, fmt: str, out: TextIO | None = None) -> None:
         out.write(json.dumps(obj, indent=4) + "\n")
     else:
         out.write(yaml.safe_dump(obj, sort_keys=False, default_flow_style=False))
+
+
+def warn_not_honoured(problems: Iterable[str]) -> None:
+    """What trellis cannot honour as written (``policy.audit``), on stderr, one line each."""
+    for p in problems:
+        sys.stderr.write(f"warning: not honoured: {p}\n")

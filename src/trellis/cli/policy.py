@@ -131,8 +131,7 @@ def cmd_explain(args, client: KubeClient, outside_ip: str | None = None) -> int:
             if h.steps:
                 output.table(["DIRECTION", "LAYER", "VERDICT", "DECIDED BY"],
                              [[s.direction, s.layer, s.verdict, s.origin] for s in h.steps])
-    for p in problems:
-        print(f"warning: not enforced: {p}", file=sys.stderr)
+    output.warn_not_honoured(problems)
     return 0 if allowed else 3
 
 
@@ -205,7 +204,8 @@ def cmd_group(args, client: KubeClient) -> int:
         return _put_spec(client, "EndpointGroup", "endpointgroups", args.name, ns, spec)
     if args.action == "rm":
         return _remove(client, "endpointgroups", "endpointgroup", args.name, ns)
-    st, _, _ = live.load(client)
+    st, _, problems = live.load(client)
+    output.warn_not_honoured(problems)
     items = client.list(GV, "endpointgroups", None if args.all_namespaces else ns)[0]
     if args.output:
         output.dump({"apiVersion": "v1", "kind": "List", "items": items}, args.output)
@@ -258,6 +258,7 @@ def cmd_contract(args, client: KubeClient) -> int:
         return _put_spec(client, "Contract", "contracts", args.name, ns, spec)
     if args.action == "rm":
         return _remove(client, "contracts", "contract", args.name, ns)
+    output.warn_not_honoured(live.load(client)[2])
     items = client.list(GV, "contracts", None if args.all_namespaces else ns)[0]
     if args.output:
         output.dump({"apiVersion": "v1", "kind": "List", "items": items}, args.output)

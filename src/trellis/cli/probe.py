@@ -57,6 +57,7 @@ class Probe:
     targets: dict[str, Target]
     explained: dict | None = None    # {"TCP/80": {source: {target: [verdict, agrees]}}}
     cells: list[tuple[str, int]] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)  # what policy is not honoured as written
 
 
 def cell_key(proto: str, port: int) -> str:
@@ -258,8 +259,10 @@ def probe(client: KubeClient, lab_dir: str, namespaces: list[str] | None, select
     result = run_matrix(srcs, targets, cells, timeout)
     pr = Probe(result, srcs, targets, None, cells)
     if explain:
-        world, _ = live.world(client)
+        world, pr.problems = live.world(client)
         pr.explained = explain_matrix(world, pr)
+    else:
+        pr.problems = live.load(client)[2]
     return pr
 
 
@@ -285,7 +288,7 @@ def cmd_probe(args, client: KubeClient, lab_dir: str) -> int:
     pr = probe(client, lab_dir, nss, args.selector, ports, protocols, args.services, args.timeout,
                from_outside=args.from_outside, explain=args.explain)
     if args.output:
-        doc = {"observed": pr.result}
+        doc = {"observed": pr.result, "notHonoured": pr.problems}
         if pr.explained is not None:
             doc["explained"] = {k: {s: {d: v[0] for d, v in row.items()} for s, row in tab.items()}
                                 for k, tab in pr.explained.items()}
@@ -304,6 +307,7 @@ def cmd_probe(args, client: KubeClient, lab_dir: str) -> int:
         if pr.explained is not None:
             print(f"{disagree} cells where trellis explain disagrees with the probe"
                   f" ({no_listener} refused cells policy allows: no listener)")
+    output.warn_not_honoured(pr.problems)
     return 1 if bad or disagree else 0
 
 

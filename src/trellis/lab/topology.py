@@ -59,6 +59,9 @@ class LabConfig:
     routing: str = "vxlan"
     created: float = field(default_factory=time.time)
     node_ids: list[int] = field(default_factory=list)  # nodes may join and leave after up
+    # the trellis installation (its package directory) that started the lab: `make lab-clean` in one
+    # checkout removes only its own labs, never another user's on a shared machine
+    started_by: str = field(default_factory=lambda: this_installation())
 
     def __post_init__(self) -> None:
         if not self.node_ids:
@@ -90,7 +93,9 @@ class LabConfig:
 def load(name: str) -> LabConfig:
     try:
         with open(os.path.join(lab_dir(name), "lab.json")) as f:
-            return LabConfig(**json.load(f))
+            doc = json.load(f)
+        doc.setdefault("started_by", "")  # a lab of an older trellis: nobody's own
+        return LabConfig(**doc)
     except FileNotFoundError:
         raise LabError(f"no lab named {name!r} (looked in {lab_dir(name)}); start one with "
                        f"'trellis lab up --name {name}'") from None
@@ -111,6 +116,23 @@ def lab_of_kubeconfig(path: str) -> str | None:
     except (OSError, yaml.YAMLError, AttributeError):
         return None
     return ctx if isinstance(ctx, str) and ctx in list_labs() else None
+
+
+def this_installation() -> str:
+    import trellis
+    return os.path.dirname(os.path.abspath(trellis.__file__))
+
+
+def labs_started_by(installation: str) -> list[str]:
+    """The labs this trellis installation started (``lab down --all --mine``, ``make lab-clean``)."""
+    mine = []
+    for name in list_labs():
+        try:
+            if load(name).started_by == installation:
+                mine.append(name)
+        except (LabError, TypeError, ValueError):  # unreadable state: not provably ours
+            pass
+    return mine
 
 
 def list_labs() -> list[str]:
