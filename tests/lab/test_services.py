@@ -231,6 +231,12 @@ def test_guestbook_end_to_end_through_dns_nodeports_lb_and_port_forward(lab, kc,
     demo.guestbook_end_to_end(lab, kc, lambda m: None)
     out = capsys.readouterr().out
     assert out.count(" stored ") == 4 and "4/4 entries OK" in out, out
+    # `make demo` again on the same lab: the policy of the first run is taken away for the "before"
+    # matrix (all open), then applied again
+    assert demo.protect_guestbook(lab, kc, lambda m: None)
+    out = capsys.readouterr().out
+    before = out.split("# before: no policy")[1].split("'.' reaches")[0]
+    assert " X" not in before and "policy: as intended" in out, out
 
 
 def test_loadbalancer_moves_when_its_node_leaves(lab, kc):
