@@ -89,6 +89,17 @@ def test_two_labs_side_by_side_and_cli():
             assert out.stdout.count("Ready") == 2
         st = subprocess.run([PY, "-m", "trellis.cli.main", "lab", "status", "--name", a], capture_output=True, text=True)
         assert st.returncode == 0 and "kubelet-node-1" in st.stdout and "running" in st.stdout
+        # with neither --name nor TRELLIS_LAB, the lab is the one $KUBECONFIG belongs to (kubectl's habit)
+        env_kc = {k: v for k, v in os.environ.items() if k != "TRELLIS_LAB"} | {"KUBECONFIG": kc}
+        got = subprocess.run([PY, "-m", "trellis.cli.main", "get", "nodes"], env=env_kc, capture_output=True, text=True)
+        assert got.returncode == 0 and got.stdout.count("node-") == 2, got.stdout + got.stderr
+        st = subprocess.run([PY, "-m", "trellis.cli.main", "lab", "status"], env=env_kc, capture_output=True, text=True)
+        assert b in st.stdout, st.stdout
+        # removing what is not there is an error, as kubectl delete
+        for kind in ("group", "contract"):
+            rm = subprocess.run([PY, "-m", "trellis.cli.main", kind, "rm", "--lab", a, "nosuch"], capture_output=True,
+                                text=True)
+            assert rm.returncode == 1 and "nosuch" in rm.stderr and "not found" in rm.stderr, rm.stdout + rm.stderr
         again = subprocess.run([PY, "-m", "trellis.cli.main", "lab", "up", "--name", a], capture_output=True, text=True)
         assert again.returncode == 1 and "already exists" in again.stderr
         dn = subprocess.run([PY, "-m", "trellis.cli.main", "lab", "down", "--name", a], capture_output=True, text=True)

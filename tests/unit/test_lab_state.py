@@ -29,3 +29,26 @@ def test_lab_down_all_mine_keeps_other_peoples_labs(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["zzold", "zzother"]
     assert "zzmine" in r.stderr + r.stdout
     assert topology.LabConfig("x", 1, 1).started_by == me
+
+
+def test_namespace_and_lab_come_from_the_kubeconfig(tmp_path, monkeypatch):
+    """`trellis port-forward svc/x` without -n uses the kubeconfig context's namespace, as kubectl does."""
+    import argparse
+
+    import yaml
+
+    from trellis.cli import main as cli
+    kc = tmp_path / "config"
+    kc.write_text(yaml.safe_dump({"current-context": "dev", "contexts": [
+        {"name": "other", "context": {"namespace": "nope"}}, {"name": "dev", "context": {"namespace": "shop"}}]}))
+    assert cli.kubeconfig_namespace(argparse.Namespace(kubeconfig=str(kc), lab=None)) == "shop"
+    monkeypatch.setenv("KUBECONFIG", str(kc))
+    assert cli.kubeconfig_namespace(argparse.Namespace(kubeconfig=None, lab=None)) == "shop"
+    kc.write_text(yaml.safe_dump({"current-context": "dev", "contexts": [{"name": "dev", "context": {}}]}))
+    assert cli.kubeconfig_namespace(argparse.Namespace(kubeconfig=None, lab=None)) == "default"
+    # a kubeconfig inside a lab's directory names that lab
+    monkeypatch.setattr(topology, "STATE_ROOT", str(tmp_path))
+    fake_lab(tmp_path, "zzlab", "")
+    (tmp_path / "zzlab" / "kubeconfig").write_text("{}")
+    assert topology.lab_of_kubeconfig(str(tmp_path / "zzlab" / "kubeconfig")) == "zzlab"
+    assert topology.lab_of_kubeconfig(str(kc)) is None

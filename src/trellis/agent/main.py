@@ -59,7 +59,7 @@ class Agent:
         self.proxier = Proxier(self.services, self.slices, node, cluster_cidr,
                                on_applied=lambda keys, t: self.queue.add("sync"), snat_ip=node_ip)
         self.health = HealthChecks(self.proxier.local_endpoints)
-        self.policy = PolicyController(client, node, cluster_cidr, pods=self.pods)
+        self.policy = PolicyController(client, node, cluster_cidr, pods=self.pods, slices=self.slices)
         self.server = CNIServer(socket_path, lambda: self.network, lambda: None if self.network else self.why_not_ready,
                                 on_add=self.policy.pod_added)
         self.stop = threading.Event()

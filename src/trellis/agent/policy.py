@@ -37,7 +37,7 @@ CONFIG_NS, CONFIG_NAME = "kube-system", "trellis-config"
 
 class PolicyController:
     def __init__(self, client: KubeClient, node: str, cluster_cidr: str, netns: str | None = None,
-                 resync: float = 300.0, pods: Informer | None = None) -> None:
+                 resync: float = 300.0, pods: Informer | None = None, slices: Informer | None = None) -> None:
         self.client, self.node, self.netns, self.resync = client, node, netns, resync
         self.cluster_cidr = cluster_cidr
         self.state = PolicyState()
@@ -51,7 +51,12 @@ class PolicyController:
         self.contracts = Informer(client, "trellis.dev/v1alpha1", "contracts")
         self.config = Informer(client, "v1", "configmaps", ns=CONFIG_NS, field_selector=f"metadata.name={CONFIG_NAME}")
         self.deployments = Informer(client, "apps/v1", "deployments")  # for their group annotation
-        self.required = (self.pods, self.namespaces, self.netpols)
+        # the addresses behind Services: the only other nodes' pods this node DNATs to, so the only
+        # ones whose ingress it judges (their chains are held here too)
+        self.slices = slices or Informer(client, "discovery.k8s.io/v1", "endpointslices")
+        self.slice_ips: dict[str, frozenset[str]] = {}
+        self.endpoint_ips: frozenset[str] = frozenset()
+        self.required = (self.pods, self.namespaces, self.netpols, self.slices)
         self.optional = (self.groups, self.contracts, self.config, self.deployments)  # CRDs may be missing on a real cluster
         self.dirty = threading.Event()
         self.synced = threading.Event()
@@ -65,6 +70,7 @@ class PolicyController:
         self.contracts.add_handler(lambda t, o, old: self._put("contract", t, o))
         self.config.add_handler(lambda t, o, old: self._put("config", t, o))
         self.deployments.add_handler(lambda t, o, old: self._put("deployment", t, o))
+        self.slices.add_handler(self._on_slice)
 
     # ---- events -------------------------------------------------------------------
 
@@ -89,6 +95,19 @@ class PolicyController:
                 self.state.set_pod(None, key)
             else:
                 self.state.set_pod(self._pod_info(obj))
+        self._changed()
+
+    def _on_slice(self, typ: str, obj: dict, old: dict | None) -> None:
+        key = obj_key(obj)
+        ips = frozenset() if typ == "DELETED" else frozenset(
+            a for e in obj.get("endpoints") or [] for a in e.get("addresses") or [])
+        with self.lock:
+            if self.slice_ips.get(key, frozenset()) == ips:
+                return
+            self.slice_ips[key] = ips
+            if not ips:
+                del self.slice_ips[key]
+            self.endpoint_ips = frozenset().union(*self.slice_ips.values())
         self._changed()
 
     def _put(self, kind: str, typ: str, obj: dict) -> None:
@@ -164,13 +183,13 @@ class PolicyController:
 
     def full_sync(self) -> None:
         with self.lock:
-            want = pnft.desired(self.state, self.node)
+            want = pnft.desired(self.state, self.node, self.endpoint_ips)
             nft.apply(pnft.full(want, self.cluster_cidr), "policy full sync", self.netns)
             self.applied = want
             self.syncs += 1
 
     def _apply_changes(self) -> None:
-        want = pnft.desired(self.state, self.node)
+        want = pnft.desired(self.state, self.node, self.endpoint_ips)
         if self.applied is None:
             nft.apply(pnft.full(want, self.cluster_cidr), "policy full sync", self.netns)
         else:

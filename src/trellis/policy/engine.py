@@ -27,6 +27,7 @@ Layers, in order (a connection must pass every layer that applies):
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import ipaddress
 from dataclasses import dataclass
@@ -63,7 +64,7 @@ class Chain:
     rules: tuple[Rule, ...]
     default_origin: str  # what denies when no rule matches
 
-    @property
+    @functools.cached_property  # content-addressed, and asked for every pod on every sync
     def name(self) -> str:
         h = hashlib.sha256(repr((self.layer, self.direction, self.rules, self.default_origin)).encode())
         return f"{self.layer}-{self.direction}-{h.hexdigest()[:12]}"
@@ -112,6 +113,7 @@ class PolicyState:
         self.set_defs: dict[str, tuple] = {}
         self._members: dict[str, set[str]] = {}      # cache: set name -> elements
         self._chains: dict[str, list[Chain]] = {}     # cache: pod key -> its chains
+        self._chains_of_kind: dict[tuple, list[Chain]] = {}  # cache: what a pod's chains depend on -> them
         self._group_of: dict[str, str] = {}           # cache: pod key -> group id ("" none)
         self._ns_policies: dict[str, list[NetPol]] | None = None  # cache: namespace -> its policies, sorted
         self.unmanaged: set[str] = set()  # local addresses CNI gave to containers that are no Kubernetes pod
@@ -150,6 +152,7 @@ class PolicyState:
         self._ns_policies = None
         self._members.clear()
         self._chains.clear()
+        self._chains_of_kind.clear()
         self._group_of.clear()
         self.generation += 1
 
@@ -161,7 +164,21 @@ class PolicyState:
         self._invalidate()
 
     def set_policy(self, key: str, pol: NetPol | None) -> None:
-        self._put(self.policies, key, pol)
+        """A NetworkPolicy selects pods of its own namespace only: only their chains are recomputed
+        (a node holds every Service-backed pod's chains; a full invalidation would redo thousands)."""
+        ns = key.split("/", 1)[0]
+        old = self.policies.get(key)
+        if pol is None:
+            self.policies.pop(key, None)
+        else:
+            self.policies[key] = pol
+        for n in {ns, getattr(pol, "ns", ns), getattr(old, "ns", ns)}:
+            for k in self.by_ns.get(n, ()):
+                self._chains.pop(k, None)
+                self._group_of.pop(k, None)
+            self._chains_of_kind = {kind: c for kind, c in self._chains_of_kind.items() if kind[0] != n}
+        self._ns_policies = None
+        self.generation += 1
 
     def set_group(self, key: str, g: Group | None) -> None:
         self._put(self.groups, key, g)
@@ -311,8 +328,14 @@ class PolicyState:
         """The chains that apply to one local pod, in layer order (ingress first, then egress)."""
         got = self._chains.get(pod.key)
         if got is None:
-            got = [c for c in (self._isolation_chain(pod), self._group_chain(pod),
-                               self._netpol_chain(pod, "in"), self._netpol_chain(pod, "out")) if c is not None]
+            # a pod's chains depend only on its namespace, labels, named ports and group hints, so the
+            # replicas of a workload share one computation (a node holds thousands of pods' chains)
+            kind = (pod.ns, pod.labels, pod.ports, pod.group_hint, pod.deployment)
+            got = self._chains_of_kind.get(kind)
+            if got is None:
+                got = [c for c in (self._isolation_chain(pod), self._group_chain(pod),
+                                   self._netpol_chain(pod, "in"), self._netpol_chain(pod, "out")) if c is not None]
+                self._chains_of_kind[kind] = got
             self._chains[pod.key] = got
         return got
 

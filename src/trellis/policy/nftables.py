@@ -29,7 +29,7 @@ Each map sends a pod's address to its layer chain; a chain's rules ``return``
 rejects. Denied connections are rejected with ICMP administratively-prohibited,
 so clients fail at once instead of hanging. The ingress maps hold this node's
 pods and, for the connections this node DNATs to them, every other node's pods
-(``peers``): a Service hides neither the real client nor the fact that it was
+that back a Service (``peers``): a Service hides neither the real client nor the fact that it was
 used from the layer that decides (docs/policy.md, "Paths").
 
 Traffic a pod's own node originates (kubelet probes, hostNetwork pods on that
@@ -88,15 +88,33 @@ def render_chain(chain: Chain) -> tuple[str, ...]:
     return tuple(out)
 
 
-def desired(state: PolicyState, node: str) -> Desired:
+_RENDERED: dict[str, tuple[str, ...]] = {}
+
+
+def _rendered(name: str, chain: Chain) -> tuple[str, ...]:
+    """render_chain, remembered by the chain's content address (a full sync of a node that holds
+    thousands of pods' chains renders each distinct chain once, not once per sync)."""
+    got = _RENDERED.get(name)
+    if got is None:
+        if len(_RENDERED) > 50_000:
+            _RENDERED.clear()
+        got = _RENDERED[name] = render_chain(chain)
+    return got
+
+
+def desired(state: PolicyState, node: str, service_endpoints: set[str] | frozenset[str] | None = None) -> Desired:
     """What the table must hold on ``node``: its pods' chains, the ingress chains of the other
-    nodes' pods (judged here for connections DNATed here), and the sets they use."""
+    nodes' pods that back a Service (``service_endpoints``, None: every pod; judged here for the
+    connections this node DNATs to them: a node DNATs only to Service endpoints), and the sets
+    they use."""
     d = Desired()
     known, peers, referenced = set(), set(), set()
     for pod in state.pods.values():
         if pod.host_network or not pod.ip:
             continue
         local = pod.node == node
+        if not local and service_endpoints is not None and pod.ip not in service_endpoints:
+            continue
         (known if local else peers).add(pod.ip)
         for chain in state.chains(pod):
             if not local and chain.direction != "in":
@@ -104,7 +122,7 @@ def desired(state: PolicyState, node: str) -> Desired:
             name = chain.name
             d.maps[f"{'ingress' if chain.direction == 'in' else 'egress'}-{chain.layer}"][pod.ip] = name
             if name not in d.chains:
-                d.chains[name] = render_chain(chain)
+                d.chains[name] = _rendered(name, chain)
                 for r in chain.rules:
                     referenced.update(s for s in (r.match.peer_set, r.match.tuple_set) if s)
     for name in referenced:
