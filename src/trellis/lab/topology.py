@@ -239,6 +239,15 @@ def _wire(cfg: LabConfig, member_ns: str, port: str, ip: str) -> tuple[list[str]
     return under, member
 
 
+def node_sysctls(netns: str) -> None:
+    """What the lab's nodes have set, as an admin sets a host: forwarding, and no per-destination
+    limit on ICMP errors (Linux sends a destination one per second after a burst of six; a policy
+    reject is one, and `trellis probe` of a whole namespace rejects a client many times at once).
+    trellis itself changes neither; `trellis probe` retries timeouts to cope with the limit."""
+    kns.sysctl(netns, "net.ipv4.ip_forward", "1")
+    kns.sysctl(netns, "net.ipv4.icmp_ratelimit", "0")
+
+
 def up(name: str, nodes: int = 3, cni: str = "trellis", progress: Progress = lambda s: None,
        timeout: float = 90, routing: str = "vxlan") -> LabConfig:
     if not NAME_RE.match(name):
@@ -280,7 +289,7 @@ def _build(cfg: LabConfig, progress: Progress, timeout: float) -> None:
     for role, port, ip in members:
         kns.ip_batch(_wire(cfg, cfg.ns(role), port, ip)[1], f"address {role} on the underlay", cfg.ns(role))
     for i in range(1, cfg.nodes + 1):
-        kns.sysctl(cfg.ns(f"node-{i}"), "net.ipv4.ip_forward", "1")
+        node_sysctls(cfg.ns(f"node-{i}"))
     progress("starting the API server")
     py = sys.executable
     ready = os.path.join(cfg.dir, "apiserver.ready")
@@ -492,7 +501,7 @@ def add_node(name: str, progress: Progress = lambda s: None, timeout: float = 30
     u, m = _wire(cfg, cfg.ns(node), f"to-{node}", node_ip(i))
     kns.ip_batch(u, f"wire {node} to the underlay", cfg.ns("underlay"))
     kns.ip_batch(m, f"address {node} on the underlay", cfg.ns(node))
-    kns.sysctl(cfg.ns(node), "net.ipv4.ip_forward", "1")
+    node_sysctls(cfg.ns(node))
     cfg.node_ids.append(i)
     cfg.nodes = len(cfg.node_ids)
     cfg.save()
