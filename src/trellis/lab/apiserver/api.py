@@ -11,11 +11,12 @@ import asyncio
 import copy
 import datetime as dt
 import random
+import time
 import uuid
 from typing import Any
 
 from trellis.kube import selectors
-from trellis.lab.apiserver import admission, errors, patch as patching
+from trellis.lab.apiserver import admission, errors, eventsapi, patch as patching
 from trellis.lab.apiserver.resources import Registry, Resource, resource_from_crd
 from trellis.lab.apiserver.services import Allocators
 from trellis.lab.apiserver.store import Store
@@ -47,6 +48,8 @@ class Api:
         self.alloc.load(store.list("/services"))
         self.owners: dict[str, set[tuple[str, str, str]]] = {}
         self.uids: set[str] = set()  # every live object's uid: owners that exist
+        # when each Event was last written (its TTL runs from there; after a restart, its timestamps)
+        self.event_writes: dict[tuple[str, str], float] = {}
         for bucket, objs in list(store.buckets.items()):
             for o in objs.values():
                 self._index(bucket, o)
@@ -93,6 +96,8 @@ class Api:
 
     def _put(self, res: Resource, obj: dict, event: str, old: dict | None) -> dict:
         obj["metadata"]["resourceVersion"] = str(self.store.next_rv())
+        if res.key == "/events":
+            self.event_writes[(obj["metadata"]["namespace"], obj["metadata"]["name"])] = time.time()
         if old is not None:
             self._index(res.key, old, remove=True)
         self._index(res.key, obj)
@@ -253,6 +258,10 @@ class Api:
     def patch(self, res: Resource, ns: str, name: str, body: Any, content_type: str,
               sub: str | None = None) -> dict:
         old = self.get(res, ns, name)
+        return self.update(res, ns, name, self.patched(res, old, body, content_type), sub)
+
+    def patched(self, res: Resource, old: dict, body: Any, content_type: str) -> dict:
+        """old with the patch applied (not stored)."""
         try:
             if "json-patch" in content_type:
                 patched = patching.json_patch(old, body)
@@ -273,7 +282,7 @@ class Api:
         if not isinstance(patched, dict) or not isinstance(patched.get("metadata"), dict):
             raise errors.ApiError(422, "Invalid", "the patched object is not a valid object")
         patched["metadata"].setdefault("resourceVersion", old["metadata"]["resourceVersion"])
-        return self.update(res, ns, name, patched, sub)
+        return patched
 
     # -- delete --
     def delete(self, res: Resource, ns: str, name: str, opts: dict | None = None) -> dict:
@@ -317,6 +326,7 @@ class Api:
 
     def _remove(self, res: Resource, obj: dict, policy: str = "Background") -> dict:
         self._index(res.key, obj, remove=True)
+        self.event_writes.pop((obj["metadata"].get("namespace", ""), obj["metadata"]["name"]), None)
         gone = self.store.remove(res.key, obj)
         if res.key == "/services":
             self.alloc.release(obj)
@@ -324,6 +334,15 @@ class Api:
             self._unregister_crd(obj)
         self._collect_dependents(obj["metadata"]["uid"], policy)
         return gone
+
+    def expire_events(self, now: float, ttl: float) -> int:
+        """Delete Events not written to for ttl seconds (kube-apiserver's --event-ttl)."""
+        res = self.registry.lookup("", "v1", "events")
+        gone = [e for e in self.store.list(res.key) if now - self.event_writes.get(
+            (e["metadata"]["namespace"], e["metadata"]["name"]), eventsapi.last_activity(e)) > ttl]
+        for ev in gone:
+            self._remove(res, ev)
+        return len(gone)
 
     def _unregister_crd(self, crd: dict) -> None:
         spec = crd["spec"]

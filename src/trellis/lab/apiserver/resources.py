@@ -32,7 +32,7 @@ class Resource:
     def storage_api_version(self) -> str:
         if self.storage_group is None:
             return self.api_version
-        return f"{self.storage_group}/v1"
+        return f"{self.storage_group}/v1" if self.storage_group else "v1"
 
     @property
     def key(self) -> str:
@@ -68,6 +68,8 @@ BUILTIN: list[Resource] = [
     # Legacy manifests only: no short names, so "deploy" means apps/v1 without a warning.
     Resource("extensions", "v1beta1", "Deployment", "deployments", True, (),
              ("status", "scale"), storage_group="apps"),
+    # the same Events as core/v1, under events.k8s.io's field names (eventsapi converts)
+    Resource("events.k8s.io", "v1", "Event", "events", True, ("ev",), storage_group=""),
     Resource("discovery.k8s.io", "v1", "EndpointSlice", "endpointslices", True),
     Resource("networking.k8s.io", "v1", "NetworkPolicy", "networkpolicies", True, ("netpol",)),
     Resource("networking.k8s.io", "v1", "Ingress", "ingresses", True, ("ing",), ("status",)),
@@ -79,7 +81,7 @@ BUILTIN: list[Resource] = [
 
 # Preferred version per group, as Kubernetes lists it.
 PREFERRED = {"": "v1", "apps": "v1", "extensions": "v1beta1", "discovery.k8s.io": "v1",
-             "networking.k8s.io": "v1", "coordination.k8s.io": "v1", "apiextensions.k8s.io": "v1"}
+             "events.k8s.io": "v1",              "networking.k8s.io": "v1", "coordination.k8s.io": "v1", "apiextensions.k8s.io": "v1"}
 
 
 class Registry:

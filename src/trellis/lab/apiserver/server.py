@@ -24,7 +24,7 @@ from aiohttp import web
 
 from trellis.kernel.netns import in_netns
 from trellis.kube import selectors
-from trellis.lab.apiserver import errors, tables
+from trellis.lab.apiserver import errors, eventsapi, openapi2, tables
 from trellis.lab.apiserver.api import Api
 from trellis.lab.apiserver.resources import Resource
 from trellis.lab.apiserver.store import Store, Watcher, dumps
@@ -80,6 +80,10 @@ class Server:
                 return web.Response(text="ok")
             if path == "/version":
                 return jresp(VERSION)
+            if path == "/openapi/v2":
+                if "protobuf" in request.headers.get("Accept", ""):
+                    return web.Response(body=openapi2.document_protobuf(), content_type="application/octet-stream")
+                return jresp(openapi2.document_json())
             if path == "/openapi/v3":
                 return jresp(self.api.registry.openapi_index())
             if path.startswith("/openapi/v3/"):
@@ -142,10 +146,10 @@ class Server:
             if m == "POST":
                 if res.namespaced and ns is None:
                     raise errors.ApiError(405, "MethodNotAllowed", "create needs a namespace in the path")
-                return jresp(api.create(res, nsq, await self.body(request)), 201)
+                return jresp(self.serve(res, api.create(res, nsq, self.stored(res, await self.body(request)))), 201)
             if m == "DELETE":
                 opts = await self.body(request) if request.can_read_body else {}
-                items = api.list(res, ns, q.get("labelSelector"), q.get("fieldSelector"))
+                items = api.list(res, ns, q.get("labelSelector"), self.field_selector(res, q))
                 for o in items:
                     api.delete(res, o["metadata"].get("namespace", ""), o["metadata"]["name"], opts)
                 return jresp(self.list_doc(res, items))
@@ -167,10 +171,15 @@ class Server:
                                               request.query.get("includeObject", "Metadata")))
                 return jresp(obj)
             if m == "PUT":
-                return jresp(self.serve(res, api.update(res, nsq, name, await self.body(request), sub)))
+                return jresp(self.serve(res, api.update(res, nsq, name, self.stored(res, await self.body(request)),
+                                                        sub)))
             if m == "PATCH":
-                return jresp(self.serve(res, api.patch(res, nsq, name, await self.body(request),
-                                                       request.content_type or "", sub)))
+                body, ct = await self.body(request), request.content_type or ""
+                if res.group == eventsapi.GROUP:  # patch the shape the client sees, store the core one
+                    old = api.get(res, nsq, name)
+                    new = eventsapi.to_core(api.patched(res, eventsapi.to_events_v1(old), body, ct))
+                    return jresp(self.serve(res, api.update(res, nsq, name, new, sub)))
+                return jresp(self.serve(res, api.patch(res, nsq, name, body, ct, sub)))
             if m == "DELETE":
                 opts = await self.body(request) if request.can_read_body else {}
                 if not isinstance(opts, dict):
@@ -182,7 +191,22 @@ class Server:
                 return jresp(self.serve(res, api.delete(res, nsq, name, opts)))
         raise errors.ApiError(405, "MethodNotAllowed", f"{m} is not allowed here")
 
+    def stored(self, res: Resource, body):
+        if res.group == eventsapi.GROUP and isinstance(body, dict):
+            return eventsapi.to_core(body)
+        return body
+
+    def field_selector(self, res: Resource, q) -> str | None:
+        if res.key != "/events":
+            return q.get("fieldSelector")
+        try:
+            return eventsapi.field_selector(q.get("fieldSelector"), res.group)
+        except selectors.SelectorError as e:
+            raise errors.bad_request(str(e)) from None
+
     def serve(self, res: Resource, obj: dict) -> dict:
+        if res.group == eventsapi.GROUP:
+            return eventsapi.to_events_v1(obj)
         if res.custom and obj.get("apiVersion") != res.api_version:
             return dict(obj, apiVersion=res.api_version)
         return obj
@@ -192,11 +216,11 @@ class Server:
         if cont:
             md["continue"] = cont
         return {"kind": f"{res.kind}List", "apiVersion": res.storage_api_version if not res.custom
-                else res.api_version, "metadata": md, "items": [self.serve(res, o) for o in items]}
+                and res.group != eventsapi.GROUP else res.api_version, "metadata": md, "items": [self.serve(res, o) for o in items]}
 
     def list(self, request, res: Resource, ns):
         q = request.query
-        items = self.api.list(res, ns, q.get("labelSelector"), q.get("fieldSelector"))
+        items = self.api.list(res, ns, q.get("labelSelector"), self.field_selector(res, q))
         cont = ""
         if q.get("continue"):
             try:
@@ -220,7 +244,7 @@ class Server:
         q = request.query
         try:
             ls = selectors.parse_label_selector(q.get("labelSelector"))
-            fs = selectors.parse_field_selector(q.get("fieldSelector"))
+            fs = selectors.parse_field_selector(self.field_selector(res, q))
         except selectors.SelectorError as e:
             raise errors.bad_request(str(e)) from None
         if name:
@@ -367,6 +391,18 @@ class Server:
         return resp
 
 
+async def expire_events(api: Api, ttl: float) -> None:
+    """Events live ttl seconds after their last write, as kube-apiserver's --event-ttl makes etcd do."""
+    while True:
+        try:
+            n = api.expire_events(time.time(), ttl)
+            if n:
+                log.info("%d events older than %.0fs expired", n, ttl)
+        except Exception:  # noqa: BLE001 - the sweeper must outlive one bad object
+            log.exception("expiring events failed")
+        await asyncio.sleep(min(60.0, max(ttl / 10, 0.5)))
+
+
 def listen_socket(addr: str, netns: str | None = None) -> socket.socket:
     host, _, port = addr.rpartition(":")
     with in_netns(netns):
@@ -398,6 +434,7 @@ async def serve(args) -> None:
         socks.append(listen_socket(addr, ns))
     for s in socks:
         await web.SockSite(runner, s, shutdown_timeout=0.5).start()
+    sweeper = asyncio.get_running_loop().create_task(expire_events(api, args.event_ttl))
     if args.ready_file:
         with open(args.ready_file, "w") as f:
             f.write(" ".join("%s:%d" % s.getsockname()[:2] for s in socks))
@@ -406,6 +443,7 @@ async def serve(args) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
+    sweeper.cancel()
     await runner.cleanup()
     store.close()
 
@@ -418,6 +456,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--service-cidr", default="10.96.0.0/16")
     p.add_argument("--advertise-address", help="IP:PORT the default/kubernetes Service points at")
     p.add_argument("--ready-file", help="written with the bound addresses once listening")
+    p.add_argument("--event-ttl", type=float, default=eventsapi.DEFAULT_TTL,
+                   help="seconds an Event lives after its last update (kube-apiserver: --event-ttl=1h)")
     p.add_argument("--watch-window", type=int, default=50_000,
                    help="events kept for watches to resume from; older versions get 410 Gone")
     args = p.parse_args(argv)

@@ -14,7 +14,12 @@ from trellis.kube import selectors
 def parse_time(ts: str | None) -> dt.datetime | None:
     if not ts:
         return None
-    return dt.datetime.strptime(ts, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.timezone.utc)
+    for fmt in ("%Y-%m-%dT%H:%M:%SZ", "%Y-%m-%dT%H:%M:%S.%fZ"):  # Time and MicroTime
+        try:
+            return dt.datetime.strptime(ts, fmt).replace(tzinfo=dt.timezone.utc)
+        except (TypeError, ValueError):
+            continue
+    return None
 
 
 def human_age(ts: str | None, now: dt.datetime | None = None) -> str:
@@ -149,8 +154,15 @@ def _ing_row(i: dict) -> list:
 
 def _event_row(e: dict) -> list:
     inv = e.get("involvedObject", {})
-    return [human_age(e.get("lastTimestamp") or e["metadata"].get("creationTimestamp")), e.get("type", ""),
-            e.get("reason", ""), f"{inv.get('kind', '').lower()}/{inv.get('name', '')}", e.get("message", "")]
+    series = e.get("series") or {}
+    last = (series.get("lastObservedTime") or e.get("lastTimestamp") or e.get("eventTime")
+            or e["metadata"].get("creationTimestamp"))
+    count = series.get("count") or e.get("count") or 1
+    seen = human_age(last)
+    if count > 1:  # as kubectl prints a repeated event
+        seen += f" (x{count} over {human_age(e.get('firstTimestamp') or e.get('eventTime') or last)})"
+    return [seen, e.get("type", ""), e.get("reason", ""), f"{inv.get('kind', '').lower()}/{inv.get('name', '')}",
+            e.get("message", "")]
 
 
 def _data_row(o: dict) -> list:
