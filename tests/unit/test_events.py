@@ -196,3 +196,35 @@ def test_kubectl_apply_a_list(client, kubectl):
     kubectl("apply", "-f", "-", input="apiVersion: v1\nkind: ConfigMapList\nitems:\n"
             "- {apiVersion: v1, kind: ConfigMap, metadata: {name: cm2}, data: {b: '1'}}\n")
     assert client.get("v1", "configmaps", "cm2", "default")["data"] == {"b": "1"}
+
+
+def test_a_full_pod_block_is_an_event_on_the_pod(client):
+    """The agent's real CNI path (PodNetwork, Allocator) on a full /30: CNI says 11 and the pod gets a Warning."""
+    from trellis.agent.cniserver import CNIServer, pod_event
+    from trellis.agent.dataplane import IP_POOL_EXHAUSTED, PodNetwork
+    from trellis.agent.ipam import Allocator, MemoryStore
+    p = pod(client, "late")
+    alloc = Allocator("10.9.0.0/30", MemoryStore())
+    for i in range(2):
+        alloc.allocate(f"c{i}", "eth0")
+    net = PodNetwork(alloc, 1450, "10.9.0.0/16")
+    rec = EventRecorder(client, "trellis-agent", "node-1")
+    srv = CNIServer("/nonexistent", lambda: net, lambda: None, on_failure=pod_event(rec))
+    args = {"K8S_POD_NAMESPACE": "default", "K8S_POD_NAME": "late", "K8S_POD_UID": p["metadata"]["uid"]}
+    reply = srv.handle({"command": "ADD", "containerID": "c9", "netns": "/proc/self/ns/net", "ifName": "eth0",
+                        "args": args, "config": {}})
+    assert reply["error"]["code"] == 11 and "no free address in 10.9.0.0/30" in reply["error"]["msg"]
+    assert rec.flush()
+    (ev,) = events_of(client, "late")
+    assert ev["reason"] == IP_POOL_EXHAUSTED and ev["type"] == "Warning"
+    assert ev["message"] == reply["error"]["msg"] and ev["involvedObject"]["uid"] == p["metadata"]["uid"]
+    assert ev["source"] == {"component": "trellis-agent", "host": "node-1"}
+
+
+def test_trellis_config_problems_name_the_key():
+    from trellis.agent.configcheck import problems
+    assert problems({"isolationMode": "namespace", "routingMode": "vxlan", "clusterCIDR": "10.244.0.0/16"}) == []
+    out = problems({"isolationMod": "namespace", "routingMode": "bgp"})
+    assert len(out) == 2
+    assert "unknown key 'isolationMod'" in out[0] and "isolationMode" in out[0]
+    assert "routingMode: unsupported value 'bgp'" in out[1]

@@ -19,15 +19,18 @@ from typing import Callable
 from trellis.agent.dataplane import CNIFailure, PodNetwork, Request
 from trellis.cni.main import Failure, decode_request, parse_args, read_all
 from trellis.kernel.netns import KernelError
+from trellis.kube.events import WARNING, EventRecorder
 
 log = logging.getLogger("trellis.agent.cni")
 
 
 class CNIServer:
     def __init__(self, path: str, network: Callable[[], PodNetwork | None], status: Callable[[], str | None],
-                 on_add: Callable[[str, str, str], None] | None = None) -> None:
+                 on_add: Callable[[str, str, str], None] | None = None,
+                 on_failure: Callable[[dict, CNIFailure], None] | None = None) -> None:
         self.path, self.network, self.status = path, network, status
         self.on_add = on_add  # (namespace, pod, ip): runs before ADD answers (policy goes in first)
+        self.on_failure = on_failure  # (CNI_ARGS, failure): a failure with a reason becomes an Event
         self.sock: socket.socket | None = None
         self.stopped = threading.Event()
         self._thread: threading.Thread | None = None
@@ -124,6 +127,8 @@ class CNIServer:
             raise CNIFailure(4, f"unknown CNI_COMMAND {cmd!r}")
         except CNIFailure as e:
             log.warning("%s %s: %s", cmd, msg.get("containerID", ""), e.msg)
+            if e.reason and self.on_failure:
+                self.on_failure(msg.get("args") or {}, e)
             return {"error": {"code": e.code, "msg": e.msg, "details": e.details}}
         except KernelError as e:
             log.warning("%s %s: %s", cmd, msg.get("containerID", ""), e)
@@ -141,3 +146,14 @@ class CNIServer:
             self.sock.close()
         if self._thread is not None:
             self._thread.join(timeout=5)
+
+
+def pod_event(events: EventRecorder) -> Callable[[dict, CNIFailure], None]:
+    """on_failure for CNIServer: a failure an operator must fix (a full pod block) is a Warning
+    Event on the pod the runtime named in CNI_ARGS."""
+    def record(args: dict, failure: CNIFailure) -> None:
+        ns, name = args.get("K8S_POD_NAMESPACE"), args.get("K8S_POD_NAME")
+        if ns and name:
+            ref = {"kind": "Pod", "apiVersion": "v1", "namespace": ns, "name": name, "uid": args.get("K8S_POD_UID", "")}
+            events.event(ref, WARNING, failure.reason, failure.msg)
+    return record

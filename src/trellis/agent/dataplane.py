@@ -18,7 +18,7 @@ import threading
 from dataclasses import dataclass, field
 
 from trellis.agent import nettable
-from trellis.agent.ipam import Allocator, IPAMError, Reservation
+from trellis.agent.ipam import Allocator, Exhausted, IPAMError, Reservation
 from trellis.kernel import netlink, nft
 from trellis.kernel.netns import KernelError
 
@@ -31,12 +31,16 @@ GATEWAY = "169.254.1.1"
 LINK_MTU = 65535
 
 
+IP_POOL_EXHAUSTED = "IPPoolExhausted"  # Event reason: the node's pod block has no free address
+
+
 class CNIFailure(Exception):
     """An error to report to the runtime with a CNI error code."""
 
-    def __init__(self, code: int, msg: str, details: str = "") -> None:
+    def __init__(self, code: int, msg: str, details: str = "", reason: str = "") -> None:
         super().__init__(msg)
         self.code, self.msg, self.details = code, msg, details
+        self.reason = reason  # an Event reason for the pod, when the cause is one an operator must fix
 
 
 @dataclass
@@ -101,8 +105,10 @@ class PodNetwork:
             with contextlib.ExitStack() as undo:
                 try:
                     r = self.ipam.allocate(req.container_id, req.ifname, req.pod, req.netns)
+                except Exhausted as e:
+                    raise CNIFailure(11, str(e), reason=IP_POOL_EXHAUSTED) from None
                 except IPAMError as e:
-                    raise CNIFailure(11 if "no free" in str(e) else 999, str(e)) from None
+                    raise CNIFailure(999, str(e)) from None
                 undo.callback(self.ipam.release, req.container_id, req.ifname)
                 try:
                     undo.callback(netlink.delete_link, host_if, self.netns)  # before: creation may fail half-way

@@ -18,7 +18,7 @@ import sys
 import threading
 import time
 
-from trellis.agent.cniserver import CNIServer
+from trellis.agent.cniserver import CNIServer, pod_event
 from trellis.agent.dataplane import GATEWAY, PodNetwork
 from trellis.agent.healthcheck import HealthChecks
 from trellis.agent.ipam import Allocator, DiskStore
@@ -33,6 +33,7 @@ from trellis.kernel import netlink, nft
 from trellis.proxy import nftables as proxy_nft
 from trellis.kernel.netns import KernelError
 from trellis.kube.client import KubeClient
+from trellis.kube.events import EventRecorder
 from trellis.kube.informer import Informer, WorkQueue
 
 log = logging.getLogger("trellis.agent")
@@ -59,9 +60,11 @@ class Agent:
         self.proxier = Proxier(self.services, self.slices, node, cluster_cidr,
                                on_applied=lambda keys, t: self.queue.add("sync"), snat_ip=node_ip)
         self.health = HealthChecks(self.proxier.local_endpoints)
-        self.policy = PolicyController(client, node, cluster_cidr, pods=self.pods, slices=self.slices)
+        self.events = EventRecorder(client, "trellis-agent", node)
+        self.policy = PolicyController(client, node, cluster_cidr, pods=self.pods, slices=self.slices,
+                                       events=self.events)
         self.server = CNIServer(socket_path, lambda: self.network, lambda: None if self.network else self.why_not_ready,
-                                on_add=self.policy.pod_added)
+                                on_add=self.policy.pod_added, on_failure=pod_event(self.events))
         self.stop = threading.Event()
         self.heartbeat = 0.0
 

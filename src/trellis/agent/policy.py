@@ -22,7 +22,9 @@ import threading
 import time
 from dataclasses import replace
 
+from trellis.agent import configcheck
 from trellis.kernel import nft
+from trellis.kube.events import WARNING, EventRecorder
 from trellis.kernel.netns import KernelError
 from trellis.kube.client import ApiError, KubeClient
 from trellis.kube.informer import Informer, obj_key
@@ -37,7 +39,8 @@ CONFIG_NS, CONFIG_NAME = "kube-system", "trellis-config"
 
 class PolicyController:
     def __init__(self, client: KubeClient, node: str, cluster_cidr: str, netns: str | None = None,
-                 resync: float = 300.0, pods: Informer | None = None, slices: Informer | None = None) -> None:
+                 resync: float = 300.0, pods: Informer | None = None, slices: Informer | None = None,
+                 events: EventRecorder | None = None) -> None:
         self.client, self.node, self.netns, self.resync = client, node, netns, resync
         self.cluster_cidr = cluster_cidr
         self.state = PolicyState()
@@ -63,12 +66,14 @@ class PolicyController:
         self.last_change = 0.0
         self.syncs = 0
         self.errors: dict[str, str] = {}          # object key -> why it is not enforced
+        self.events = events
+        self.config_reported: tuple[str, str] | None = None  # (uid, resourceVersion) last checked
         self.pods.add_handler(self._on_pod)
         self.namespaces.add_handler(lambda t, o, old: self._put("ns", t, o))
         self.netpols.add_handler(lambda t, o, old: self._put("netpol", t, o))
         self.groups.add_handler(lambda t, o, old: self._put("group", t, o))
         self.contracts.add_handler(lambda t, o, old: self._put("contract", t, o))
-        self.config.add_handler(lambda t, o, old: self._put("config", t, o))
+        self.config.add_handler(self._on_config)
         self.deployments.add_handler(lambda t, o, old: self._put("deployment", t, o))
         self.slices.add_handler(self._on_slice)
 
@@ -137,6 +142,15 @@ class PolicyController:
                 self.errors[f"{kind}:{key}"] = str(e)
                 log.error("%s %s is not enforced: %s", kind, key, e)
         self._changed()
+
+    def _on_config(self, typ: str, obj: dict, old: dict | None) -> None:
+        md = obj["metadata"]
+        version = (md.get("uid", ""), md.get("resourceVersion", ""))
+        if typ != "DELETED" and self.events is not None and version != self.config_reported:
+            self.config_reported = version
+            for problem in configcheck.problems(obj.get("data")):
+                self.events.event(obj, WARNING, configcheck.INVALID_CONFIG, problem, kind="ConfigMap", api_version="v1")
+        self._put("config", typ, obj)
 
     def _changed(self) -> None:
         self.last_change = time.monotonic()

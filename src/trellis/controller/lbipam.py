@@ -9,8 +9,8 @@ address of an auto-assign pool (or of the pool named in annotation
 ``trellis.dev/ip-pool``). The result is written to
 ``status.loadBalancer.ingress``; a Service that stops being a LoadBalancer, or
 is deleted, frees its address. A request that cannot be met is reported as a
-Warning event-like log line and a status condition, and the Service keeps no
-address rather than a wrong one.
+Warning Event on the Service (reason ``AllocationFailed``, as MetalLB names it)
+and a status condition, and the Service keeps no address rather than a wrong one.
 """
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ import ipaddress
 import logging
 
 from trellis.kube.client import ApiError, KubeClient
+from trellis.kube.events import NORMAL, WARNING, EventRecorder
 from trellis.kube.informer import Informer, Reconciler, obj_key
 
 log = logging.getLogger("trellis.controller.lbipam")
@@ -55,9 +56,11 @@ def current(svc: dict) -> list[str]:
 class LoadBalancerIPs(Reconciler):
     name = "lb-ipam"
 
-    def __init__(self, client: KubeClient, services: Informer, pools: Informer) -> None:
+    def __init__(self, client: KubeClient, services: Informer, pools: Informer,
+                 events: EventRecorder | None = None) -> None:
         super().__init__()
         self.client, self.services, self.pools = client, services, pools
+        self.events = events or EventRecorder(client, "trellis-controller")
         services.add_handler(lambda t, o, old: self.queue.add(obj_key(o)))
         pools.add_handler(lambda t, o, old: [self.queue.add(obj_key(s)) for s in services.items()])
         self.claimed: dict[str, str] = {}  # ip -> service key, including writes not yet in the cache
@@ -112,6 +115,12 @@ class LoadBalancerIPs(Reconciler):
         conds = {c.get("type"): c.get("message", "") for c in (svc.get("status") or {}).get("conditions") or []}
         if sorted(ips) != sorted(current(svc)) or conds.get(CONDITION, None) != problem:
             self._write(svc, ips, problem)
+            if problem:
+                self.events.event(svc, WARNING, "AllocationFailed", f"Failed to allocate IP for {key}: {problem}",
+                                  kind="Service", api_version="v1")
+            elif ips and sorted(ips) != sorted(current(svc)):
+                self.events.event(svc, NORMAL, "IPAllocated", f"Assigned IP {', '.join(ips)}",
+                                  kind="Service", api_version="v1")
 
     def _write(self, svc: dict, ips: list[str], problem: str) -> None:
         md = svc["metadata"]

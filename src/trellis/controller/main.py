@@ -20,6 +20,7 @@ import threading
 from trellis.agent.routing import VTEP_ANNOTATION, vtep_mac
 from trellis.controller.lbipam import LoadBalancerIPs
 from trellis.controller.policyaudit import PolicyAudit
+from trellis.kube.events import EventRecorder
 from trellis.kube.client import KubeClient
 from trellis.kube.informer import Informer, Reconciler
 
@@ -87,9 +88,10 @@ def main(argv: list[str] | None = None) -> int:
     nodes = Informer(client, "v1", "nodes")
     services = Informer(client, "v1", "services")
     pools = Informer(client, "trellis.dev/v1alpha1", "ippools")
-    audit = PolicyAudit(client)
+    events = EventRecorder(client, "trellis-controller")
+    audit = PolicyAudit(client, events)
     controllers = [NodeBlocks(client, nodes, args.cluster_cidr, args.block_prefix),
-                   LoadBalancerIPs(client, services, pools), audit]
+                   LoadBalancerIPs(client, services, pools, events), audit]
     for inf in (nodes, services, pools):
         inf.start()
     audit.start()

@@ -11,11 +11,11 @@ starts while the ConfigMap holds an invalid mode keeps the mode the cluster had.
 """
 from __future__ import annotations
 
-import datetime
 import logging
 import socket
 
 from trellis.kube.client import ApiError, KubeClient
+from trellis.kube.events import WARNING, EventRecorder
 from trellis.kube.informer import Informer, Reconciler
 from trellis.policy import audit, model
 from trellis.policy.live import CONFIG_NAME, CONFIG_NS
@@ -27,7 +27,7 @@ COMPONENT = "trellis-controller"
 class PolicyAudit(Reconciler):
     name = "policy-audit"
 
-    def __init__(self, client: KubeClient) -> None:
+    def __init__(self, client: KubeClient, events: EventRecorder | None = None) -> None:
         super().__init__()
         self.client = client
         self.informers = {
@@ -43,6 +43,7 @@ class PolicyAudit(Reconciler):
             inf.add_handler(lambda t, o, old: self.queue.add("all"))
         self.reported: set[tuple] = set()   # problems already written as Events
         self.host = socket.gethostname()
+        self.events = events or EventRecorder(client, COMPONENT, self.host)
 
     def start(self) -> None:
         for inf in self.informers.values():
@@ -65,15 +66,8 @@ class PolicyAudit(Reconciler):
 
     def event(self, p: audit.Problem) -> None:
         log.warning("%s not honoured (%s): %s", p.where, p.reason, p.message)
-        ts = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-        ns = p.namespace or "default"  # events of cluster-scoped objects live in default, as upstream
-        self.client.create("v1", "events", {
-            "apiVersion": "v1", "kind": "Event", "metadata": {"generateName": f"{p.name}.", "namespace": ns},
-            "involvedObject": {"apiVersion": p.api_version, "kind": p.kind, "name": p.name,
-                               **({"namespace": p.namespace} if p.namespace else {}), **({"uid": p.uid} if p.uid else {})},
-            "type": "Warning", "reason": p.reason, "message": p.message, "count": 1,
-            "firstTimestamp": ts, "lastTimestamp": ts, "source": {"component": COMPONENT, "host": self.host},
-            "reportingComponent": COMPONENT, "reportingInstance": self.host}, ns)
+        ref = {"apiVersion": p.api_version, "kind": p.kind, "name": p.name, "namespace": p.namespace, "uid": p.uid}
+        self.events.event(ref, WARNING, p.reason, p.message)
 
     def record_mode(self, cm: dict) -> None:
         mode, err = model.mode_in_force(cm)

@@ -15,6 +15,7 @@ import logging
 
 from trellis.kube import selectors
 from trellis.kube.client import ApiError, KubeClient
+from trellis.kube.events import NORMAL, WARNING, EventRecorder
 from trellis.kube.informer import Informer, Reconciler
 
 log = logging.getLogger("trellis.workloads")
@@ -43,9 +44,11 @@ def pod_ready(pod: dict) -> bool:
 class ReplicaSetController(Reconciler):
     name = "replicaset"
 
-    def __init__(self, client: KubeClient, pods: Informer, rsets: Informer) -> None:
+    def __init__(self, client: KubeClient, pods: Informer, rsets: Informer,
+                 events: EventRecorder | None = None) -> None:
         super().__init__()
         self.client, self.pods, self.rsets = client, pods, rsets
+        self.events = events or EventRecorder(client, "replicaset-controller")
         rsets.add_handler(lambda t, o, old: self.queue.add(f"{o['metadata']['namespace']}/{o['metadata']['name']}"))
         pods.add_handler(self._on_pod)
 
@@ -72,13 +75,22 @@ class ReplicaSetController(Reconciler):
                     "labels": dict(tmpl.get("metadata", {}).get("labels") or {}),
                     "annotations": dict(tmpl.get("metadata", {}).get("annotations") or {}),
                     "ownerReferences": [owner_ref(rs)]}, "spec": copy.deepcopy(tmpl.get("spec", {}))}
-                self.client.create("v1", "pods", pod, ns)
+                try:
+                    made = self.client.create("v1", "pods", pod, ns)
+                except ApiError as e:
+                    self.events.event(rs, WARNING, "FailedCreate", f"Error creating: {e.message}",
+                                      kind="ReplicaSet", api_version="apps/v1")
+                    raise
+                self.events.event(rs, NORMAL, "SuccessfulCreate", f"Created pod: {made['metadata']['name']}",
+                                  kind="ReplicaSet", api_version="apps/v1")
         elif len(active) > want:
             # delete the least useful first: unscheduled, then not ready, then newest
             active.sort(key=lambda p: (bool(p["spec"].get("nodeName")), pod_ready(p),
                                        p["metadata"].get("creationTimestamp", "")), reverse=False)
             for p in active[: len(active) - want]:
                 self.client.delete("v1", "pods", p["metadata"]["name"], ns)
+                self.events.event(rs, NORMAL, "SuccessfulDelete", f"Deleted pod: {p['metadata']['name']}",
+                                  kind="ReplicaSet", api_version="apps/v1")
         ready = sum(1 for p in active if pod_ready(p))
         status = {"replicas": min(len(active), max(want, len(active))), "fullyLabeledReplicas": len(active),
                   "readyReplicas": ready, "availableReplicas": ready,
@@ -90,9 +102,15 @@ class ReplicaSetController(Reconciler):
 class DeploymentController(Reconciler):
     name = "deployment"
 
-    def __init__(self, client: KubeClient, deploys: Informer, rsets: Informer) -> None:
+    def __init__(self, client: KubeClient, deploys: Informer, rsets: Informer,
+                 events: EventRecorder | None = None) -> None:
         super().__init__()
         self.client, self.deploys, self.rsets = client, deploys, rsets
+        self.events = events or EventRecorder(client, "deployment-controller")
+
+    def _scaled(self, d: dict, rs: dict, old: int, new: int) -> None:
+        self.events.event(d, NORMAL, "ScalingReplicaSet", f"Scaled {'up' if new > old else 'down'} replica set "
+                          f"{rs['metadata']['name']} from {old} to {new}", kind="Deployment", api_version="apps/v1")
         deploys.add_handler(lambda t, o, old: self.queue.add(f"{o['metadata']['namespace']}/{o['metadata']['name']}"))
         rsets.add_handler(self._on_rs)
 
@@ -122,12 +140,14 @@ class DeploymentController(Reconciler):
                 "spec": {"replicas": want, "selector": sel, "template": tmpl}}
             try:
                 new = self.client.create("apps/v1", "replicasets", rs, ns)
+                self._scaled(d, new, 0, want)
             except ApiError as e:
                 if e.code != 409:
                     raise
                 new = self.client.get("apps/v1", "replicasets", rs["metadata"]["name"], ns)
         elif new["spec"].get("replicas") != want:
             self.client.patch("apps/v1", "replicasets", new["metadata"]["name"], {"spec": {"replicas": want}}, ns)
+            self._scaled(d, new, new["spec"].get("replicas", 0), want)
         new_ready = new.get("status", {}).get("readyReplicas", 0)
         olds = [r for r in owned if r["metadata"]["uid"] != new["metadata"]["uid"]]
         old_budget = max(0, want - new_ready)  # old pods keep serving until new ones are ready
@@ -136,6 +156,7 @@ class DeploymentController(Reconciler):
             old_budget -= target
             if r["spec"].get("replicas") != target:
                 self.client.patch("apps/v1", "replicasets", r["metadata"]["name"], {"spec": {"replicas": target}}, ns)
+                self._scaled(d, r, r["spec"].get("replicas", 0), target)
         allrs = [new] + olds
         ready = sum(r.get("status", {}).get("readyReplicas", 0) for r in allrs)
         replicas = sum(r.get("status", {}).get("replicas", 0) for r in allrs)
@@ -154,9 +175,11 @@ class Scheduler(Reconciler):
 
     name = "scheduler"
 
-    def __init__(self, client: KubeClient, pods: Informer, nodes: Informer) -> None:
+    def __init__(self, client: KubeClient, pods: Informer, nodes: Informer,
+                 events: EventRecorder | None = None) -> None:
         super().__init__()
         self.client, self.pods, self.nodes = client, pods, nodes
+        self.events = events or EventRecorder(client, "default-scheduler")
         # pods bound but not yet seen bound by the informer ("assumed", as in kube-scheduler)
         self.assumed: dict[str, str] = {}
         pods.add_handler(self._on_pod)
@@ -191,6 +214,7 @@ class Scheduler(Reconciler):
             if (pod.get("status", {}).get("conditions") or [None])[0] != cond:
                 self.client.patch("v1", "pods", name, {"status": {"conditions": [cond]}}, ns, sub="status",
                                   kind="strategic")
+                self.events.event(pod, WARNING, "FailedScheduling", msg + ".", kind="Pod", api_version="v1")
             return False
         # spread siblings (same controller) first, then all pods, as SelectorSpread does
         owner = _controller_uid(pod)
@@ -210,6 +234,8 @@ class Scheduler(Reconciler):
                                                   "metadata": {"name": name, "namespace": ns},
                                                   "target": {"apiVersion": "v1", "kind": "Node", "name": target}}, ns)
             self.assumed[key] = target
+            self.events.event(pod, NORMAL, "Scheduled", f"Successfully assigned {ns}/{name} to {target}",
+                              kind="Pod", api_version="v1")
         except ApiError as e:
             if e.code not in (404, 409):
                 raise

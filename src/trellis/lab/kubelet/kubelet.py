@@ -19,6 +19,7 @@ import threading
 
 from trellis.kernel import netns as kns
 from trellis.kube.client import ApiError, KubeClient
+from trellis.kube.events import EventRecorder
 from trellis.kube.informer import Informer
 from trellis.lab.kubelet.cni import Attachment, CNIRuntime
 from trellis.lab.kubelet.pods import PodWorker, now
@@ -38,6 +39,7 @@ class Kubelet:
         os.makedirs(self.pods_dir, exist_ok=True)
         self.cni = CNIRuntime(cni_conf_dir, cni_bin_dirs, os.path.join(self.node_dir, "cni-cache"))
         self.max_grace = max_grace
+        self.events = EventRecorder(client, "kubelet", node)
         self.workers: dict[str, PodWorker] = {}
         self.lock = threading.Lock()
         self.stop = threading.Event()

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from trellis.kernel import netns as kns
 from trellis.kube.client import ApiError
+from trellis.kube.events import NORMAL, WARNING
 from trellis.lab.images import catalog
 from trellis.lab.kubelet import podspec
 from trellis.lab.kubelet.cni import Attachment, CNIError, pod_ip
@@ -108,6 +109,7 @@ class PodWorker(threading.Thread):
             except (CNIError, kns.KernelError, OSError, RuntimeError) as e:
                 self.message = str(e)
                 log.warning("pod %s/%s: sandbox setup failed: %s", self.ns, self.name, e)
+                self._event(WARNING, "FailedCreatePodSandBox", f"Failed to create pod sandbox: {e}")
                 self._cleanup_network()
                 self._report(waiting_reason="ContainerCreating")
                 self.terminating.wait(delay)
@@ -137,6 +139,10 @@ class PodWorker(threading.Thread):
         self.runs = [Run(c) for c in self.pod["spec"]["containers"]]
         for r in self.runs:
             self._start(r)
+
+    def _event(self, type: str, reason: str, message: str, container: str | None = None) -> None:
+        self.k.events.event(self.pod, type, reason, message, kind="Pod", api_version="v1",
+                            field_path=f"spec.containers{{{container}}}" if container else "")
 
     def _attachment(self) -> Attachment:
         return Attachment(container_id=self.uid, netns_path=os.path.join(kns.NETNS_DIR, self.netns),
@@ -171,13 +177,19 @@ class PodWorker(threading.Thread):
         return False
 
     def _start(self, r: Run) -> None:
+        name = r.spec["name"]
         try:
             r.container = self._container(r.spec)
+            self._event(NORMAL, "Pulled", f'Container image "{r.spec.get("image", "")}" already present on machine',
+                        name)
             r.container.start()
         except OSError as e:
             r.state = {"waiting": {"reason": "RunContainerError", "message": str(e)}}
             r.backoff_until = time.monotonic() + max(r.backoff, BACKOFF_BASE)
+            self._event(WARNING, "Failed", f"Error: {e}", name)
             return
+        self._event(NORMAL, "Created", f"Created container: {name}", name)
+        self._event(NORMAL, "Started", f"Started container: {name}", name)
         with open(os.path.join(self.dir, f"{r.spec['name']}.env.json"), "w") as f:
             json.dump({"env": r.container.env, "cwd": r.container.cwd}, f)  # for `trellis exec`
         r.started_at, r.started_mono = now(), time.monotonic()
@@ -207,6 +219,8 @@ class PodWorker(threading.Thread):
                 r.backoff_until = now_m + r.backoff
                 r.state = {"waiting": {"reason": "CrashLoopBackOff", "message": f"back-off {r.backoff:.0f}s "
                                        f"restarting failed container={r.spec['name']} pod={self.name}"}}
+                self._event(WARNING, "BackOff", f"Back-off restarting failed container {r.spec['name']} in pod "
+                            f"{self.name}_{self.ns}({self.uid})", r.spec["name"])
             elif not r.done and now_m >= r.backoff_until and not r.state.get("running"):
                 if r.container is not None:
                     r.restarts += 1
@@ -233,6 +247,9 @@ class PodWorker(threading.Thread):
         if r.liveness is not None and not r.liveness.ok and r.liveness.failures:
             log.info("pod %s/%s: liveness probe of %s failed: %s; restarting", self.ns, self.name,
                      r.spec["name"], r.liveness.message)
+            self._event(WARNING, "Unhealthy", f"Liveness probe failed: {r.liveness.message}", r.spec["name"])
+            self._event(NORMAL, "Killing", f"Container {r.spec['name']} failed liveness probe, will be restarted",
+                        r.spec["name"])
             r.container.stop(float(self.pod["spec"].get("terminationGracePeriodSeconds", 30)) / 10)
 
     # -- status --
@@ -316,6 +333,10 @@ class PodWorker(threading.Thread):
         if grace is None:
             grace = self.pod["spec"].get("terminationGracePeriodSeconds", 30)
         grace = min(float(grace), self.k.max_grace)
+        if not self.gone:
+            for r in self.runs:
+                if r.container is not None and r.state.get("running"):
+                    self._event(NORMAL, "Killing", f"Stopping container {r.spec['name']}", r.spec["name"])
         stoppers = [threading.Thread(target=r.container.stop, args=(grace,)) for r in self.runs if r.container]
         for t in stoppers:
             t.start()
