@@ -3,8 +3,11 @@
 The names follow the Kubernetes DNS specification (the one CoreDNS's
 ``kubernetes`` plugin implements):
 
+* ``dns-version.<zone>``: TXT with the schema version implemented (1.1.0).
 * ``<svc>.<ns>.svc.<zone>``: A for the cluster IP; for a headless service, A for
-  every ready endpoint; CNAME for an ExternalName service.
+  every ready endpoint (no ready endpoint: the name does not exist, NXDOMAIN for
+  A and SRV alike); CNAME for an ExternalName service, followed inside the zone
+  (the answer carries the target's records too, so a stub resolver needs nothing more).
 * ``<hostname>.<svc>.<ns>.svc.<zone>`` for headless endpoints that have a
   hostname, ``<a-b-c-d>.<svc>.<ns>.svc.<zone>`` for those that do not.
 * ``_<port>._<proto>.<svc>.<ns>.svc.<zone>``: SRV per named port (the service
@@ -22,12 +25,14 @@ import ipaddress
 from dataclasses import dataclass, field
 
 TTL = 5
+SCHEMA_VERSION = "1.1.0"
+MAX_CHAIN = 8  # CNAMEs followed inside the zone before giving up (a loop ends there too)
 
 
 @dataclass(frozen=True)
 class Record:
     name: str
-    rtype: str  # A AAAA CNAME SRV PTR
+    rtype: str  # A AAAA CNAME SRV PTR TXT
     data: str | tuple  # address, target name, or (priority, weight, port, target) for SRV
 
 
@@ -56,10 +61,21 @@ class Index:
             name = name.partition(".")[2]
 
     def lookup(self, qname: str, qtype: str) -> tuple[str, list[Record]]:
-        """('NOERROR'|'NXDOMAIN', answers). A CNAME answers any type, as in DNS."""
+        """('NOERROR'|'NXDOMAIN', answers). A CNAME answers any type, as in DNS; one that
+        points into the zone is followed, and the rcode is then the target's."""
         name = qname.lower().rstrip(".")
-        if qtype != "CNAME" and (name, "CNAME") in self.records:
-            return "NOERROR", list(self.records[(name, "CNAME")])
+        chain: list[Record] = []
+        while qtype != "CNAME" and (name, "CNAME") in self.records and len(chain) < MAX_CHAIN:
+            cname = self.records[(name, "CNAME")][0]
+            chain.append(cname)
+            name = str(cname.data)
+            if not self.authoritative_for(name):
+                return "NOERROR", chain  # outside the zone: the client's resolver goes on
+        if chain:
+            if (name, "CNAME") in self.records and qtype != "CNAME":
+                return "NOERROR", chain  # a loop, or too long: what we have
+            rcode, recs = self.lookup(name, qtype)
+            return rcode, chain + recs
         if qtype == "ANY":
             recs = [r for (n, _), lst in self.records.items() if n == name for r in lst]
             return ("NOERROR" if name in self.names else "NXDOMAIN"), recs
@@ -82,6 +98,7 @@ def _ipv(ip: str) -> int:
 def build(services: list[dict], slices: list[dict], pods: list[dict], zone: str = "cluster.local") -> Index:
     idx = Index(zone)
     idx.names.add(zone)
+    idx.add(f"dns-version.{zone}", "TXT", SCHEMA_VERSION)
     by_service: dict[str, list[dict]] = {}
     for sl in slices:
         svc_name = (sl["metadata"].get("labels") or {}).get("kubernetes.io/service-name")
@@ -107,7 +124,7 @@ def build(services: list[dict], slices: list[dict], pods: list[dict], zone: str 
                 idx.add(f"_{p['name']}._{(p.get('protocol') or 'TCP').lower()}.{base}", "SRV",
                         (0, 100, int(p["port"]), base))
             continue
-        idx.names.add(base)
+        # headless: the name exists only with ready endpoints (schema 1.1.0, 2.4.1)
         for sl in by_service.get(f"{ns}/{name}", []):
             for ep in sl.get("endpoints") or []:
                 cond = ep.get("conditions") or {}

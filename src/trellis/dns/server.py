@@ -24,14 +24,14 @@ import sys
 import threading
 import time
 
-from dnslib import AAAA, CNAME, PTR, QTYPE, RCODE, RR, SOA, SRV, A, DNSRecord
+from dnslib import AAAA, CNAME, PTR, QTYPE, RCODE, RR, SOA, SRV, TXT, A, DNSRecord
 
 from trellis.dns.records import TTL, Index, build
 from trellis.kube.client import KubeClient
 from trellis.kube.informer import Informer
 
 log = logging.getLogger("trellis.dns")
-RDATA = {"A": A, "AAAA": AAAA, "CNAME": CNAME, "PTR": PTR}
+RDATA = {"A": A, "AAAA": AAAA, "CNAME": CNAME, "PTR": PTR, "TXT": TXT}
 
 
 class Resolver:
@@ -70,19 +70,21 @@ class Resolver:
             return self._forward(request, reply)
         reply.header.aa = 1
         rcode, recs = self.index.lookup(qname, qtype)
+        asked = qname.lower().rstrip(".")
         for r in recs:
+            owner = qname if r.name == asked else r.name  # a followed CNAME's target owns its records
             if r.rtype == "SRV":
                 prio, weight, port, target = r.data
                 rdata = SRV(prio, weight, port, target)
             else:
                 rdata = RDATA[r.rtype](r.data)
-            reply.add_answer(RR(qname, getattr(QTYPE, r.rtype), ttl=TTL, rdata=rdata))
+            reply.add_answer(RR(owner, getattr(QTYPE, r.rtype), ttl=TTL, rdata=rdata))
             if r.rtype == "SRV":  # additional section: the targets' addresses
                 for a in self.index.records.get((r.data[3], "A"), []):
                     reply.add_ar(RR(r.data[3], QTYPE.A, ttl=TTL, rdata=A(a.data)))
         if rcode == "NXDOMAIN":
             reply.header.rcode = RCODE.NXDOMAIN
-        if not recs:
+        if not recs or rcode == "NXDOMAIN":
             reply.add_auth(self._soa())
         return reply
 
