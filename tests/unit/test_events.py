@@ -228,3 +228,53 @@ def test_trellis_config_problems_name_the_key():
     assert len(out) == 2
     assert "unknown key 'isolationMod'" in out[0] and "isolationMode" in out[0]
     assert "routingMode: unsupported value 'bgp'" in out[1]
+
+
+def test_lab_controllers_record_upstream_reasons(apiserver, client):
+    """The real controller-manager (scheduler, Deployment and ReplicaSet controllers) against the API."""
+    import threading
+    from trellis.lab import controllermanager
+    client.create("v1", "nodes", {"metadata": {"name": "node-1", "labels": {"kubernetes.io/hostname": "node-1"}},
+                                  "status": {"conditions": [{"type": "Ready", "status": "True"}]}})
+    stop = threading.Event()
+    cm = KubeClient(apiserver.url)
+    t = threading.Thread(target=controllermanager.run, args=(cm, stop), daemon=True)
+    t.start()
+    try:
+        client.create("apps/v1", "deployments", {"metadata": {"name": "web"}, "spec": {
+            "replicas": 2, "selector": {"matchLabels": {"app": "web"}}, "template": {
+                "metadata": {"labels": {"app": "web"}}, "spec": {"containers": [{"name": "c", "image": "x"}]}}}},
+            "default")
+        client.create("v1", "pods", {"metadata": {"name": "nowhere"}, "spec": {
+            "nodeSelector": {"disk": "ssd"}, "containers": [{"name": "c", "image": "x"}]}}, "default")
+
+        def by_reason():
+            evs = client.list("v1", "events", "default")[0]
+            return {e["reason"]: [x for x in evs if x["reason"] == e["reason"]] for e in evs}
+        deadline = time.monotonic() + 20
+        want = {"ScalingReplicaSet", "SuccessfulCreate", "Scheduled", "FailedScheduling"}
+        while not want <= set(got := by_reason()):
+            assert time.monotonic() < deadline, f"missing {want - set(got)}"
+            time.sleep(0.1)
+        (scaled,) = got["ScalingReplicaSet"]
+        assert scaled["involvedObject"]["kind"] == "Deployment" and scaled["message"].endswith("from 0 to 2")
+        assert scaled["source"]["component"] == "deployment-controller"
+        rs = scaled["message"].split()[4]
+        deadline = time.monotonic() + 20
+        while len(by_reason().get("Scheduled", [])) < 2 or len(by_reason()["SuccessfulCreate"]) < 2:
+            assert time.monotonic() < deadline, by_reason()
+            time.sleep(0.1)
+        got = by_reason()
+        assert {e["involvedObject"]["name"] for e in got["SuccessfulCreate"]} == {rs}
+        assert all(e["message"].startswith(f"Created pod: {rs}-") for e in got["SuccessfulCreate"])
+        assert {e["message"] for e in got["Scheduled"]} == {
+            f"Successfully assigned default/{p['metadata']['name']} to node-1"
+            for p in client.list("v1", "pods", "default", label_selector="app=web")[0]}
+        (fs,) = got["FailedScheduling"]
+        assert fs["type"] == "Warning" and fs["involvedObject"]["name"] == "nowhere"
+        assert fs["message"] == "0/1 nodes are available: didn't match Pod's node affinity/selector."
+        assert fs["source"]["component"] == "default-scheduler"
+    finally:
+        stop.set()
+        t.join(5)
+        cm.close()

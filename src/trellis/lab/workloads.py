@@ -107,12 +107,12 @@ class DeploymentController(Reconciler):
         super().__init__()
         self.client, self.deploys, self.rsets = client, deploys, rsets
         self.events = events or EventRecorder(client, "deployment-controller")
+        deploys.add_handler(lambda t, o, old: self.queue.add(f"{o['metadata']['namespace']}/{o['metadata']['name']}"))
+        rsets.add_handler(self._on_rs)
 
     def _scaled(self, d: dict, rs: dict, old: int, new: int) -> None:
         self.events.event(d, NORMAL, "ScalingReplicaSet", f"Scaled {'up' if new > old else 'down'} replica set "
                           f"{rs['metadata']['name']} from {old} to {new}", kind="Deployment", api_version="apps/v1")
-        deploys.add_handler(lambda t, o, old: self.queue.add(f"{o['metadata']['namespace']}/{o['metadata']['name']}"))
-        rsets.add_handler(self._on_rs)
 
     def _on_rs(self, typ: str, rs: dict, old: dict | None) -> None:
         for ref in rs["metadata"].get("ownerReferences") or []:
