@@ -278,3 +278,39 @@ def test_lab_controllers_record_upstream_reasons(apiserver, client):
         stop.set()
         t.join(5)
         cm.close()
+
+
+class _Cache:
+    """An informer's read side over fixed objects (a real cluster without trellis' admission stores these)."""
+
+    def __init__(self, objs):
+        self.objs = {(o["metadata"].get("namespace", ""), o["metadata"]["name"]): o for o in objs}
+
+    def add_handler(self, fn):
+        for o in self.objs.values():
+            fn("ADDED", o, None)
+
+    def get(self, ns, name):
+        return self.objs.get((ns, name))
+
+
+def test_policy_objects_trellis_cannot_enforce_get_an_event(client):
+    from trellis.controller.policycheck import NOT_ENFORCED, PolicyCheck
+    bad = {"apiVersion": "trellis.dev/v1alpha1", "kind": "EndpointGroup", "metadata": {
+        "name": "db", "namespace": "default", "uid": "u1", "resourceVersion": "7"},
+        "spec": {"podSelector": {}, "intraGroup": "maybe"}}
+    good = {"metadata": {"name": "web", "namespace": "default", "uid": "u2", "resourceVersion": "8"},
+            "spec": {"podSelector": {"matchLabels": {"app": "web"}}}}
+    rec = EventRecorder(client, "trellis-controller")
+    check = PolicyCheck(client, {"EndpointGroup": _Cache([bad, good]), "NetworkPolicy": _Cache([]),
+                                 "Contract": _Cache([])}, rec)
+    while (key := check.queue.get(0.1)) is not None:
+        check.sync(key)
+    check.sync("EndpointGroup/default/db")  # the same version again: not reported twice
+    assert rec.flush()
+    evs = client.list("v1", "events", "default")[0]
+    assert [(e["reason"], e["involvedObject"]["name"], e["involvedObject"]["kind"], e["count"]) for e in evs] == [
+        (NOT_ENFORCED, "db", "EndpointGroup", 1)]
+    assert evs[0]["message"] == ("EndpointGroup default/db is not enforced: spec.intraGroup: unsupported value "
+                                 "'maybe' (allow, deny)")
+    assert evs[0]["involvedObject"]["apiVersion"] == "trellis.dev/v1alpha1" and evs[0]["type"] == "Warning"
