@@ -137,8 +137,9 @@ def dig(lab, pod, name, qtype="A"):
 
 
 def test_dns_schema_1_1_0_from_a_pod(lab, kc):
-    wait_for(lambda: kc.get("v1", "pods", "ok", "default")["status"].get("phase") == "Running", 40, "pod ok")
-    assert dig(lab, "ok", "dns-version.cluster.local", "TXT") == [
+    kc.create("v1", "pods", busybox("asker"), "default")
+    wait_for(lambda: kc.get("v1", "pods", "asker", "default")["status"].get("phase") == "Running", 40, "pod asker")
+    assert dig(lab, "asker", "dns-version.cluster.local", "TXT") == [
         "NOERROR", ["dns-version.cluster.local.", "TXT", '"1.1.0"']]
     kc.create("v1", "services", {"metadata": {"name": "empty"}, "spec": {
         "clusterIP": "None", "selector": {"app": "nothing"}, "ports": [{"name": "http", "port": 80}]}}, "default")
@@ -147,12 +148,12 @@ def test_dns_schema_1_1_0_from_a_pod(lab, kc):
     kc.create("v1", "services", {"metadata": {"name": "alias"}, "spec": {
         "type": "ExternalName", "externalName": "target.default.svc.cluster.local"}}, "default")
     ip = kc.get("v1", "services", "target", "default")["spec"]["clusterIP"]
-    wait_for(lambda: dig(lab, "ok", "alias.default.svc.cluster.local") == [
+    wait_for(lambda: dig(lab, "asker", "alias.default.svc.cluster.local") == [
         "NOERROR", ["alias.default.svc.cluster.local.", "CNAME", "target.default.svc.cluster.local."],
         ["target.default.svc.cluster.local.", "A", ip]], 10, "CNAME and the target's A")
     # the pod's own stub resolver (getaddrinfo, search path) now gets an address through the alias
-    out = pod_exec(lab.name, "ok", PY, "-c", "import socket;print(socket.getaddrinfo('alias', 80)[0][4][0])")
+    out = pod_exec(lab.name, "asker", PY, "-c", "import socket;print(socket.getaddrinfo('alias', 80)[0][4][0])")
     assert out.returncode == 0 and out.stdout.strip() == ip, out.stderr
-    assert dig(lab, "ok", "empty.default.svc.cluster.local") == ["NXDOMAIN"]
-    assert dig(lab, "ok", "_http._tcp.empty.default.svc.cluster.local", "SRV") == ["NXDOMAIN"]
-    assert dig(lab, "ok", "empty.default.svc.cluster.local", "SRV") == ["NXDOMAIN"]
+    assert dig(lab, "asker", "empty.default.svc.cluster.local") == ["NXDOMAIN"]
+    assert dig(lab, "asker", "_http._tcp.empty.default.svc.cluster.local", "SRV") == ["NXDOMAIN"]
+    assert dig(lab, "asker", "empty.default.svc.cluster.local", "SRV") == ["NXDOMAIN"]
