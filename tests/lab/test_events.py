@@ -109,8 +109,8 @@ def test_controllers_tell_what_they_did(lab, kc):
 
 
 def test_trellis_components_explain_what_they_cannot_do(lab, kc):
-    # (PolicyNotEnforced cannot happen here: the lab API admits only policy objects trellis compiles;
-    # tests/unit/test_events.py drives the controller's check with an object a real cluster would store)
+    # (policy trellis cannot honour: tests/lab/test_netpol.py, and tests/unit/test_events.py for an
+    # object only a real cluster stores: the lab API admits only policy objects trellis compiles)
     # LoadBalancer IPAM: an address in no IPPool
     kc.create("v1", "services", {"metadata": {"name": "lb"}, "spec": {
         "type": "LoadBalancer", "loadBalancerIP": "172.31.0.99", "selector": {"app": "x"},

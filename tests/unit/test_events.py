@@ -283,34 +283,35 @@ def test_lab_controllers_record_upstream_reasons(apiserver, client):
 class _Cache:
     """An informer's read side over fixed objects (a real cluster without trellis' admission stores these)."""
 
-    def __init__(self, objs):
-        self.objs = {(o["metadata"].get("namespace", ""), o["metadata"]["name"]): o for o in objs}
+    def __init__(self, objs=()):
+        self.objs = list(objs)
 
-    def add_handler(self, fn):
-        for o in self.objs.values():
-            fn("ADDED", o, None)
-
-    def get(self, ns, name):
-        return self.objs.get((ns, name))
+    def items(self):
+        return list(self.objs)
 
 
-def test_policy_objects_trellis_cannot_enforce_get_an_event(client):
-    from trellis.controller.policycheck import NOT_ENFORCED, PolicyCheck
+def test_policy_trellis_cannot_honour_is_a_counted_event(client):
+    """The controller's policy audit writes through the recorder: one Event per problem, repeats counted."""
+    from trellis.controller.policyaudit import PolicyAudit
     bad = {"apiVersion": "trellis.dev/v1alpha1", "kind": "EndpointGroup", "metadata": {
         "name": "db", "namespace": "default", "uid": "u1", "resourceVersion": "7"},
         "spec": {"podSelector": {}, "intraGroup": "maybe"}}
-    good = {"metadata": {"name": "web", "namespace": "default", "uid": "u2", "resourceVersion": "8"},
-            "spec": {"podSelector": {"matchLabels": {"app": "web"}}}}
-    rec = EventRecorder(client, "trellis-controller")
-    check = PolicyCheck(client, {"EndpointGroup": _Cache([bad, good]), "NetworkPolicy": _Cache([]),
-                                 "Contract": _Cache([])}, rec)
-    while (key := check.queue.get(0.1)) is not None:
-        check.sync(key)
-    check.sync("EndpointGroup/default/db")  # the same version again: not reported twice
+    rec = EventRecorder(client, "trellis-controller", "ctl-1")
+    audit = PolicyAudit(client, rec)
+    audit.informers = {k: _Cache() for k in audit.informers}
+    audit.informers["groups"] = _Cache([bad])
+    audit.sync("all")
+    audit.sync("all")  # the same problem still there: not reported again
     assert rec.flush()
     evs = client.list("v1", "events", "default")[0]
-    assert [(e["reason"], e["involvedObject"]["name"], e["involvedObject"]["kind"], e["count"]) for e in evs] == [
-        (NOT_ENFORCED, "db", "EndpointGroup", 1)]
-    assert evs[0]["message"] == ("EndpointGroup default/db is not enforced: spec.intraGroup: unsupported value "
-                                 "'maybe' (allow, deny)")
-    assert evs[0]["involvedObject"]["apiVersion"] == "trellis.dev/v1alpha1" and evs[0]["type"] == "Warning"
+    assert [(e["reason"], e["involvedObject"]["kind"], e["involvedObject"]["name"], e["count"]) for e in evs] == [
+        ("NotEnforced", "EndpointGroup", "db", 1)]
+    assert "spec.intraGroup: unsupported value 'maybe'" in evs[0]["message"] and evs[0]["type"] == "Warning"
+    assert evs[0]["involvedObject"]["apiVersion"] == "trellis.dev/v1alpha1" and evs[0]["involvedObject"]["uid"] == "u1"
+    assert evs[0]["source"] == {"component": "trellis-controller", "host": "ctl-1"}
+    audit.informers["groups"] = _Cache([])
+    audit.sync("all")
+    audit.informers["groups"] = _Cache([bad])
+    audit.sync("all")  # it came back: reported again, counted on the same Event
+    assert rec.flush()
+    assert [e["count"] for e in client.list("v1", "events", "default")[0]] == [2]
