@@ -157,3 +157,15 @@ def test_dns_schema_1_1_0_from_a_pod(lab, kc):
     assert dig(lab, "asker", "empty.default.svc.cluster.local") == ["NXDOMAIN"]
     assert dig(lab, "asker", "_http._tcp.empty.default.svc.cluster.local", "SRV") == ["NXDOMAIN"]
     assert dig(lab, "asker", "empty.default.svc.cluster.local", "SRV") == ["NXDOMAIN"]
+
+
+def test_crash_loops_and_stops_are_told(lab, kc):
+    kc.create("v1", "pods", {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "crash"}, "spec": {
+        "containers": [{"name": "c", "image": "busybox", "command": ["false"]}]}}, "default")
+    ev = wait_for(lambda: reasons(lab, "default", "crash", "Pod").get("BackOff"), 40, "BackOff")
+    assert ev["type"] == "Warning" and ev["message"].startswith("Back-off restarting failed container c in pod crash_default(")
+    kc.create("v1", "pods", busybox("stopme", terminationGracePeriodSeconds=1), "default")
+    wait_for(lambda: "Started" in reasons(lab, "default", "stopme", "Pod"), 40, "stopme started")
+    kc.delete("v1", "pods", "stopme", "default")
+    ev = wait_for(lambda: reasons(lab, "default", "stopme", "Pod").get("Killing"), 30, "Killing")
+    assert ev["message"] == "Stopping container c" and ev["involvedObject"]["fieldPath"] == "spec.containers{c}"
