@@ -6,7 +6,6 @@ import subprocess
 import tempfile
 import time
 
-import httpx
 import pytest
 
 from conftest import ApiServer, needs_kubectl
