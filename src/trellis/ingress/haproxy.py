@@ -59,7 +59,7 @@ def render(plan: Plan, paths: Paths) -> str:
            "    master-worker",
            f"    stats socket {paths.admin_socket} mode 600 level admin expose-fd listeners",
            "    stats timeout 30s",
-           "    maxconn 50000",
+           "    hard-stop-after 60s",  # an old worker after a reload lives at most this long
            "    tune.ssl.default-dh-param 2048",
            "",
            "defaults",
@@ -70,6 +70,9 @@ def render(plan: Plan, paths: Paths) -> str:
            "    timeout http-request 10s",
            "    timeout http-keep-alive 30s",
            "    option forwardfor",
+           # on reload the old worker answers the next request on an idle keep-alive connection
+           # with "connection: close" instead of closing it under a client that is writing
+           "    option idle-close-on-response",
            "    default-server init-addr none",
            f"    http-error status 503 content-type text/plain hdr Server {SERVER_HEADER} "
            "string \"503 no ready endpoints\\n\"",
@@ -125,7 +128,7 @@ def render(plan: Plan, paths: Paths) -> str:
 
 def render_crt_list(plan: Plan, cert_path) -> str:
     """crt-list lines: one certificate file per Secret with its SNI filters."""
-    return "".join(f"{cert_path(c.name)} {' '.join(c.hosts)}\n" for c in plan.certs if c.hosts)
+    return "".join(f"{cert_path(c)} {' '.join(c.hosts)}\n" for c in plan.certs if c.hosts)
 
 
 def runtime_commands(old: Plan | None, new: Plan) -> list[str]:
