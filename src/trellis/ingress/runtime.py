@@ -95,7 +95,7 @@ class HAProxy:
             if os.path.exists(s):
                 os.unlink(s)
         self.proc = subprocess.Popen([self.binary, "-W", "-db", "-f", self.config, "-S", f"{self.master_socket},mode,600"],
-                                     stdin=subprocess.DEVNULL, start_new_session=True)
+                                     stdin=subprocess.DEVNULL)  # same process group: stops with the pod
         self._wait(lambda: self.worker_pid() is not None, timeout, "haproxy to start")
 
     def alive(self) -> bool:
