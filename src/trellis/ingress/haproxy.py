@@ -33,6 +33,7 @@ class Paths:
     http_port: int = 80
     https_port: int = 443
     bind_address: str = ""  # "" = every address of the (pod's) network namespace
+    health_port: int = 0  # GET /healthz answers 200 here once haproxy serves (0: none)
 
 
 def _slot(i: int) -> str:
@@ -116,6 +117,9 @@ def render(plan: Plan, paths: Paths) -> str:
     for be, rids in by_backend.items():
         out.append(f"    use_backend {be} if {{ var(txn.route) -m str {' '.join(rids)} }}")
     out.append(f"    default_backend {plan.default_backend or 'trellis-404'}")
+    if paths.health_port:
+        out += ["", "frontend healthz", f"    bind {paths.bind_address}:{paths.health_port}",
+                "    monitor-uri /healthz"]
     out += ["", "backend trellis-404",
             f"    http-request return status 404 content-type text/plain string \"404 no ingress rule matches\\n\" "
             f"hdr Server {SERVER_HEADER}"]

@@ -144,6 +144,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="haproxy's config, certificates and sockets (default: ./ingress-run)")
     p.add_argument("--http-port", type=int, default=80)
     p.add_argument("--https-port", type=int, default=443)
+    p.add_argument("--health-port", type=int, default=10254, help="haproxy answers GET /healthz here (0: off)")
     p.add_argument("--publish-service", default="kube-system/trellis-ingress",
                    help="NAMESPACE/NAME of the LoadBalancer Service whose addresses go into Ingress status")
     p.add_argument("--debounce", type=float, default=0.1, help="seconds to gather events before a sync")
@@ -157,7 +158,8 @@ def main(argv: list[str] | None = None) -> int:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    haproxy = HAProxy(args.run_dir, args.http_port, args.https_port, binary=args.haproxy)
+    haproxy = HAProxy(args.run_dir, args.http_port, args.https_port, binary=args.haproxy,
+                      health_port=args.health_port)
     IngressController(client, haproxy, args.publish_service, args.debounce, args.resync).run(stop)
     return 0
 

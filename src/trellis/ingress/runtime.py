@@ -16,8 +16,10 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import shutil
 import socket
 import subprocess
+import tempfile
 import time
 from dataclasses import replace
 
@@ -41,13 +43,20 @@ def _atomic_write(path: str, data: bytes, mode: int = 0o600) -> None:
 
 class HAProxy:
     def __init__(self, run_dir: str, http_port: int = 80, https_port: int = 443, bind_address: str = "",
-                 binary: str = "haproxy") -> None:
+                 binary: str = "haproxy", health_port: int = 0) -> None:
         os.makedirs(os.path.join(run_dir, "certs"), mode=0o700, exist_ok=True)
         self.run_dir, self.binary = run_dir, binary
-        self.paths = Paths(run_dir, os.path.join(run_dir, "admin.sock"), os.path.join(run_dir, "certs", "default.pem"),
-                           os.path.join(run_dir, "crt-list"), http_port, https_port, bind_address)
+        # NOTE: a unix socket path has at most 107 bytes (haproxy: 97); a deep run dir (a lab pod's)
+        # gets its sockets in a short directory of its own, removed by stop()
+        self.socket_dir = run_dir
+        if len(run_dir) > 80:
+            self.socket_dir = os.path.join(tempfile.gettempdir(),
+                                           "trellis-ingress-" + hashlib.sha256(run_dir.encode()).hexdigest()[:12])
+            os.makedirs(self.socket_dir, mode=0o700, exist_ok=True)
+        self.paths = Paths(run_dir, os.path.join(self.socket_dir, "admin.sock"), os.path.join(run_dir, "certs", "default.pem"),
+                           os.path.join(run_dir, "crt-list"), http_port, https_port, bind_address, health_port)
         self.config = os.path.join(run_dir, "haproxy.cfg")
-        self.master_socket = os.path.join(run_dir, "master.sock")
+        self.master_socket = os.path.join(self.socket_dir, "master.sock")
         self.proc: subprocess.Popen | None = None
         self.reloads = 0
         self._live_certs: list[set[str]] = []
@@ -73,9 +82,10 @@ class HAProxy:
         _atomic_write(crt_staged, render_crt_list(plan, self.cert_path).encode(), 0o644)
         text = render(plan, replace(self.paths, crt_list=crt_staged))
         _atomic_write(staged, text.encode(), 0o644)
-        check = subprocess.run([self.binary, "-c", "-q", "-f", staged], capture_output=True, text=True)
+        check = subprocess.run([self.binary, "-c", "-f", staged], capture_output=True, text=True)
         if check.returncode != 0:
-            raise HAProxyError(f"haproxy rejected the configuration: {(check.stderr or check.stdout).strip()}")
+            alerts = [ln for ln in (check.stderr + check.stdout).splitlines() if "ALERT" in ln] or [check.stderr]
+            raise HAProxyError(f"haproxy rejected the configuration: {' | '.join(alerts).strip()}")
         os.replace(crt_staged, self.paths.crt_list)
         text = render(plan, self.paths)
         _atomic_write(self.config, text.encode(), 0o644)
@@ -91,6 +101,7 @@ class HAProxy:
 
     # -- process --
     def start(self, timeout: float = 10) -> None:
+        os.makedirs(self.socket_dir, mode=0o700, exist_ok=True)
         for s in (self.master_socket, self.paths.admin_socket):
             if os.path.exists(s):
                 os.unlink(s)
@@ -109,6 +120,8 @@ class HAProxy:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        if self.socket_dir != self.run_dir:
+            shutil.rmtree(self.socket_dir, ignore_errors=True)
 
     def reload(self, timeout: float = 10) -> None:
         """Hitless reload of the files last written; returns once the new worker serves."""
