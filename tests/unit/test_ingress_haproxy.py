@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import random
 import shutil
 import socket
 import ssl
@@ -42,9 +43,22 @@ class Echo(BaseHTTPRequestHandler):
 
 
 def free_port() -> int:
+    """A free port below the ephemeral range, so that no client connection takes it before
+    haproxy binds it (haproxy binds with SO_REUSEPORT: a port in use would not even fail)."""
+    while True:
+        port = random.randint(20000, 32000)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        if not _listening(port):
+            return port
+
+
+def _listening(port: int) -> bool:
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        return s.connect_ex(("127.0.0.1", port)) == 0
 
 
 @pytest.fixture
