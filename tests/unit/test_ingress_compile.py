@@ -4,41 +4,13 @@ from __future__ import annotations
 import base64
 
 import pytest
+from ingress_cases import API_TABLE
 from ingress_objects import backend, ingress, ingress_class, path, service, slice_
 
 from trellis.ingress.compile import assign_slots, compile_plan, select
 from trellis.ingress.model import path_matches
 from trellis.ingress.tlscerts import self_signed
 
-# The API reference's table (concepts/services-networking/ingress, "Examples"): rules, request, match
-API_TABLE = [
-    ([("Prefix", "/")], "/anything/at/all", "/"),
-    ([("Exact", "/foo")], "/foo", "/foo"),
-    ([("Exact", "/foo")], "/bar", None),
-    ([("Exact", "/foo")], "/foo/", None),
-    ([("Exact", "/foo/")], "/foo", None),
-    ([("Prefix", "/foo")], "/foo", "/foo"),
-    ([("Prefix", "/foo")], "/foo/", "/foo"),
-    ([("Prefix", "/foo/")], "/foo", "/foo/"),
-    ([("Prefix", "/foo/")], "/foo/", "/foo/"),
-    ([("Prefix", "/aaa/bb")], "/aaa/bbb", None),
-    ([("Prefix", "/aaa/bbb")], "/aaa/bbb", "/aaa/bbb"),
-    ([("Prefix", "/aaa/bbb/")], "/aaa/bbb", "/aaa/bbb/"),
-    ([("Prefix", "/aaa/bbb")], "/aaa/bbb/", "/aaa/bbb"),
-    ([("Prefix", "/aaa/bbb")], "/aaa/bbb/ccc", "/aaa/bbb"),
-    ([("Prefix", "/aaa/bbb")], "/aaa/bbbxyz", None),
-    ([("Prefix", "/"), ("Prefix", "/aaa")], "/aaa/ccc", "/aaa"),
-    ([("Prefix", "/"), ("Prefix", "/aaa"), ("Prefix", "/aaa/bbb")], "/aaa/bbb", "/aaa/bbb"),
-    ([("Prefix", "/"), ("Prefix", "/aaa"), ("Prefix", "/aaa/bbb")], "/ccc", "/"),
-    ([("Prefix", "/aaa")], "/ccc", None),
-    ([("Prefix", "/foo"), ("Exact", "/foo")], "/foo", "Exact /foo"),
-    ([("Exact", "/foo"), ("Prefix", "/foo")], "/foo", "Exact /foo"),
-    # beyond the table: longest wins whatever the order; ImplementationSpecific is Prefix
-    ([("Prefix", "/a"), ("Prefix", "/a/b/c"), ("Prefix", "/a/b")], "/a/b/x", "/a/b"),
-    ([("ImplementationSpecific", "/foo")], "/foo/bar", "/foo"),
-    ([("ImplementationSpecific", "/foo")], "/foobar", None),
-    ([("Exact", "/foo")], "/foo?x=1".split("?")[0], "/foo"),
-]
 
 
 def _svc_name(i: int) -> str:

@@ -16,7 +16,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from ingress_objects import ingress, ingress_class, path, service, slice_
-from test_ingress_compile import API_TABLE
+from ingress_cases import API_TABLE
 
 from trellis.ingress.compile import compile_plan
 from trellis.ingress.haproxy import runtime_commands
