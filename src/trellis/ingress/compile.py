@@ -18,7 +18,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from trellis.ingress.model import BackendRef, Ingress, PathRule, Problem, is_ours, our_classes, parse_ingress
+from trellis.ingress.model import (BackendRef, Ingress, PathRule, Problem, host_matches, is_ours, our_classes,
+                                   parse_ingress)
 from trellis.ingress.tlscerts import BadSecret, bundle_from_secret
 from trellis.proxy.model import slice_endpoints
 
@@ -212,7 +213,6 @@ def _certs(served: list[Ingress], secrets: dict[str, dict], problems: list[Probl
 def select(plan: Plan, host: str, path: str) -> Route | None:
     """The route a request takes, decided as the rendered haproxy decides (for tests and
     explain): the first matching virtual host, then its first matching route."""
-    from trellis.ingress.model import host_matches
     host = host.split(":", 1)[0].lower()
     for vh in plan.vhosts:
         if host_matches(vh.host, host):

@@ -19,10 +19,6 @@ def lb_ips(svc: dict | None) -> list[str]:
     return [i["ip"] for i in ing if i.get("ip")]
 
 
-def ingress_ips(ing: dict) -> list[str]:
-    return lb_ips(ing)
-
-
 def sync_status(client: KubeClient, ingresses: list[dict], served: set[str], ips: list[str]) -> int:
     """status.loadBalancer.ingress[].ip = ``ips`` on every served Ingress; removed from those
     no longer served that still carry one of our addresses. Returns how many were patched."""
@@ -31,7 +27,7 @@ def sync_status(client: KubeClient, ingresses: list[dict], served: set[str], ips
     for ing in ingresses:
         md = ing["metadata"]
         key = f"{md.get('namespace')}/{md['name']}"
-        have = ingress_ips(ing)
+        have = lb_ips(ing)  # an Ingress' status has the same shape as a Service's
         if key in served:
             if have == ips:
                 continue
