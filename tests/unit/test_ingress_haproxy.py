@@ -208,3 +208,15 @@ def test_rejected_config_keeps_the_live_one(backends, haproxy):
         haproxy.write(broken)
     haproxy.reload()
     assert json.loads(get(haproxy, "h", "/")[2])["backend"] == "a"
+
+
+def test_a_thousand_ingresses(backends, haproxy):
+    svcs, slices = world(backends, ["a"])
+    ings = [ingress(f"m{i}", [(f"h{i}.many.test", [path("/", "a")])], created=f"2024-01-01T{i // 3600:02d}:"
+                    f"{i // 60 % 60:02d}:{i % 60:02d}Z", tls=[{"hosts": [f"h{i}.many.test"]}]) for i in range(1000)]
+    plan = compile_plan(ings, [ingress_class()], svcs, slices, {}, default_cert=self_signed())
+    haproxy.write(plan)
+    haproxy.start()
+    assert get(haproxy, "h999.many.test", "/")[0] == 308
+    assert json.loads(get(haproxy, "h999.many.test", "/", https=True)[2])["backend"] == "a"
+    assert get(haproxy, "h1000.many.test", "/")[0] == 404

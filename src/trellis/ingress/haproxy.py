@@ -5,11 +5,12 @@ How the frontend decides (one pass, in this order):
 1. ``txn.host``: the Host header without its port, lower case.
 2. ``txn.vh``: the first virtual host that matches, exact hosts first, then ``*.`` wildcards
    (one label: ``^[^.]+\\.foo\\.com$``), then the rules without a host.
-3. ``txn.route``: the first route of that virtual host whose path matches, routes already
-   in precedence order. Exact is ``path -m str``; Prefix ``/foo`` is ``path -m str /foo``
-   or ``path -m beg /foo/`` (element-wise: never ``/foobar``); Prefix ``/`` is everything.
-4. Plain-HTTP requests for a route with ``redirect`` get a 308 to https.
-5. ``use_backend`` by route; nothing chosen: the default backend, else ``trellis-404``.
+3. ``txn.route``: the backend of the first route of that virtual host whose path matches,
+   routes already in precedence order (``R:``-prefixed when plain HTTP is redirected). Exact
+   is ``path -m str``; Prefix ``/foo`` is ``path -m str /foo`` or ``path -m beg /foo/``
+   (element-wise: never ``/foobar``); Prefix ``/`` is everything.
+4. Plain-HTTP requests for an ``R:`` route get a 308 to https.
+5. ``use_backend`` the route's backend; nothing chosen: the default backend, else ``trellis-404``.
 
 Servers are slots (see compile.py): an empty slot is ``disabled`` (maintenance) at
 127.0.0.1:1 and never used; a backend whose slots are all empty answers 503.
@@ -96,26 +97,21 @@ def render(plan: Plan, paths: Paths) -> str:
         else:
             cond = f"if{unset} {{ var(txn.host) -m str {vh.host} }}"
         out.append(f"    http-request set-var(txn.vh) str({name}) {cond}".rstrip())
-    redirects: list[str] = []
-    by_backend: dict[str, list[str]] = {}
-    n = 0
+    any_redirect = False
     for i, vh in enumerate(plan.vhosts):
         for r in vh.routes:
-            n += 1
-            rid = f"r{n}"
+            # the route's value is its backend's name, "R:"-prefixed when plain HTTP is redirected:
+            # one rule per route whatever the number of routes (a config line has at most 64 words)
+            value = f"R:{r.backend}" if r.redirect else r.backend
+            any_redirect |= r.redirect
             cond = _path_cond(f"h{i + 1}", r.rule.path_type, r.rule.path)
             # "!found" must guard every OR-branch: haproxy's || binds looser than the implicit AND
             guarded = " || ".join(f"!{{ var(txn.route) -m found }} {c}" for c in cond.split(" || "))
-            out.append(f"    http-request set-var(txn.route) str({rid}) if {guarded}")
-            if r.redirect:
-                redirects.append(rid)
-            by_backend.setdefault(r.backend, []).append(rid)
-    if redirects:
-        out.append("    http-request redirect scheme https code 308 if !{ ssl_fc } "
-                   f"{{ var(txn.route) -m str {' '.join(redirects)} }}")
+            out.append(f"    http-request set-var(txn.route) str({value}) if {guarded}")
+    if any_redirect:
+        out.append("    http-request redirect scheme https code 308 if !{ ssl_fc } { var(txn.route) -m beg R: }")
     out.append(f"    http-response set-header Server {SERVER_HEADER} if !{{ res.hdr(server) -m found }}")
-    for be, rids in by_backend.items():
-        out.append(f"    use_backend {be} if {{ var(txn.route) -m str {' '.join(rids)} }}")
+    out.append("    use_backend %[var(txn.route),regsub(^R:,)] if { var(txn.route) -m found }")
     out.append(f"    default_backend {plan.default_backend or 'trellis-404'}")
     if paths.health_port:
         out += ["", "frontend healthz", f"    bind {paths.bind_address}:{paths.health_port}",

@@ -70,9 +70,13 @@ class Echo(BaseHTTPRequestHandler):
         pass
 
 
+class Server(ThreadingHTTPServer):
+    request_queue_size = 4096  # listen() backlog as Go's (somaxconn), not socketserver's 5
+    daemon_threads = True
+
+
 def _server(port: int, address: str = "0.0.0.0") -> ThreadingHTTPServer:
-    srv = ThreadingHTTPServer((address, port), Echo)
-    srv.daemon_threads = True
+    srv = Server((address, port), Echo)
     return srv
 
 
