@@ -46,9 +46,10 @@ def test_echo_keys_headers_and_health(echo):
     assert (got["path"], got["host"], got["method"], got["proto"]) == ("/a/b?x=1&y", "my-host:8080", "PATCH", "HTTP/1.1")
     assert got["headers"]["X-Custom-Thing"] == ["v1"] and "Host" not in got["headers"]
     assert (got["namespace"], got["ingress"], got["service"], got["pod"]) == ("ns1", "", "svc-a", "pod-a")
-    c.request("GET", "/health")
+    c.request("GET", "/health", headers={"Connection": "close"})
     r = c.getresponse()
     assert (r.status, r.read()) == (200, b"OK")
+    assert r.getheader("Connection") == "close"
 
 
 def test_echo_tls_key(echo):
