@@ -92,12 +92,8 @@ def get(h: HAProxy, host: str, target: str, https: bool = False, sni: str | None
         ctx = ssl.create_default_context()
         ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
         c = http.client.HTTPSConnection("127.0.0.1", h.paths.https_port, timeout=5, context=ctx)
-        c.connect()
-        c.sock = c.sock  # connected with SNI below when asked
-        if sni:
-            c.close()
-            raw = socket.create_connection(("127.0.0.1", h.paths.https_port), timeout=5)
-            c.sock = ctx.wrap_socket(raw, server_hostname=sni)
+        raw = socket.create_connection(("127.0.0.1", h.paths.https_port), timeout=5)
+        c.sock = ctx.wrap_socket(raw, server_hostname=sni or host.split(":")[0])
     else:
         c = http.client.HTTPConnection("127.0.0.1", h.paths.http_port, timeout=5)
     c.request("GET", target, headers={"Host": host})
