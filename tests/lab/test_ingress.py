@@ -136,6 +136,20 @@ def test_lab_deploys_the_controller(kc, lab, lb_ip):
     assert cls["metadata"]["annotations"]["ingressclass.kubernetes.io/is-default-class"] == "true"
     pods = running_pods(kc, "kube-system", "app.kubernetes.io/name=trellis-ingress", 1)
     assert not pods[0]["spec"].get("hostNetwork")
+    # haproxy runs inside the ingress pod's network namespace, next to the controller, nowhere else
+    def cmdlines(ns: str) -> list[bytes]:
+        out = []
+        for pid in kns.pids(ns):
+            try:
+                with open(f"/proc/{pid}/cmdline", "rb") as f:
+                    out.append(f.read())
+            except OSError:
+                pass
+        return out
+    with_haproxy = [ns for ns in topology.owned_netns(lab.name)
+                    if any(c.startswith(b"haproxy\0") for c in cmdlines(ns))]
+    assert len(with_haproxy) == 1 and "-p-" in with_haproxy[0], with_haproxy
+    assert any(b"trellis.ingress.main" in c for c in cmdlines(with_haproxy[0]))
     svc = kc.get("v1", "services", "trellis-ingress", "kube-system")
     assert svc["spec"]["type"] == "LoadBalancer" and [p["port"] for p in svc["spec"]["ports"]] == [80, 443]
     # nothing matches and there is no default backend: 404 from the controller, with a Server header
