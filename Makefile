@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 APT_PKGS := iproute2 nftables conntrack iperf3 redis-server busybox-static \
 	containernetworking-plugins containerd procps psmisc curl util-linux kmod \
-	iputils-ping redis-tools tcpdump
+	iputils-ping redis-tools tcpdump haproxy wrk openssl
 PYTEST_ARGS ?=
 
 .PHONY: all demo test deps sysdeps pydeps unit clean lab-clean bench

@@ -382,6 +382,9 @@ def build_parser() -> argparse.ArgumentParser:
     co = sub.add_parser("controller", help="run the cluster controller (pod blocks, VTEP data)", add_help=False)
     co.add_argument("rest", nargs=argparse.REMAINDER)
     co.set_defaults(fn=lambda a: __import__("trellis.controller.main", fromlist=["main"]).main(a.rest))
+    ig = sub.add_parser("ingress", help="run the ingress controller (haproxy; deployed by the lab)", add_help=False)
+    ig.add_argument("rest", nargs=argparse.REMAINDER)
+    ig.set_defaults(fn=lambda a: __import__("trellis.ingress.main", fromlist=["main"]).main(a.rest))
     from trellis.cli import policy as policy_cli
     policy_cli.add_parsers(sub, common, client_for, lambda a: topology.load(lab_name(a)).dir,
                            lambda a: topology.CLIENT_IP if lab_name(a) in topology.list_labs() else None)
@@ -390,7 +393,13 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+DAEMONS = {"agent": "trellis.agent.main", "controller": "trellis.controller.main", "ingress": "trellis.ingress.main"}
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] and argv[0] in DAEMONS:  # their own parsers, --help included
+        return __import__(DAEMONS[argv[0]], fromlist=["main"]).main(argv[1:])
     args = build_parser().parse_args(argv)
     if getattr(args, "command", None) and args.command[:1] == ["--"]:
         args.command = args.command[1:]

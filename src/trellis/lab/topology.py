@@ -336,14 +336,19 @@ def _build(cfg: LabConfig, progress: Progress, timeout: float) -> None:
     if cfg.cni == "trellis":
         progress("deploying cluster DNS (kube-system/kube-dns, 10.96.0.10)")
         apply_manifest(cfg, "dns.yaml")
+        progress("deploying the ingress controller (kube-system/trellis-ingress, IngressClass trellis)")
+        apply_manifest(cfg, "ingress.yaml")
         client = KubeClient(cfg.api_url)
 
-        def dns_ready() -> bool:
-            items, _ = client.list("discovery.k8s.io/v1", "endpointslices", "kube-system",
-                                   label_selector="kubernetes.io/service-name=kube-dns")
-            return any((e.get("conditions") or {}).get("ready") for s in items for e in s.get("endpoints") or [])
+        def ready(svc: str) -> Callable[[], bool]:
+            def check() -> bool:
+                items, _ = client.list("discovery.k8s.io/v1", "endpointslices", "kube-system",
+                                       label_selector=f"kubernetes.io/service-name={svc}")
+                return any((e.get("conditions") or {}).get("ready") for s in items for e in s.get("endpoints") or [])
+            return check
         try:
-            _wait(dns_ready, 60, "cluster DNS to be ready", cfg)
+            _wait(ready("kube-dns"), 60, "cluster DNS to be ready", cfg)
+            _wait(ready("trellis-ingress"), 60, "the ingress controller to be ready", cfg)
         finally:
             client.close()
 

@@ -155,3 +155,9 @@ class Snapshot:
             for sp in service_ports(svc, slices_by_service.get(k, [])):
                 snap.ports[sp.key] = sp
         return snap
+
+
+def slice_endpoints(slices: list[dict], port: dict) -> tuple[Endpoint, ...]:
+    """The endpoints behind one Service port (a ``spec.ports[]`` item), read from its slices;
+    the ingress controller reads them the same way the proxy does."""
+    return _slice_endpoints(slices, port)

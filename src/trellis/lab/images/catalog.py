@@ -14,6 +14,9 @@ default command, as in Kubernetes.
 | gcr.io/google-samples/gb-frontend        | trellis' guestbook frontend (port 80)             |
 |   (also */gb-frontend*)                  |                                                   |
 | */trellis-dns                            | trellis' cluster DNS server (``trellis dns``)     |
+| */trellis-ingress                        | trellis' ingress controller (``trellis ingress``) |
+| */ingressconformance/echoserver,         | the Ingress conformance suite's echo server       |
+|   */k8s-staging-ingressconformance/echoserver |   (lab/images/echoserver.py), any tag        |
 | busybox, alpine                          | busybox (applets on PATH), default ``sh``         |
 | python                                   | python3, default ``python3``                      |
 | anything else                            | the built-in test server (like agnhost): serves   |
@@ -93,6 +96,10 @@ def resolve(image: str, state_dir: str) -> Image:
         return Image(image, ["redis-server"], list(REDIS_ARGS))
     if last == "trellis-dns":
         return Image(image, [py, "-m", "trellis.dns.server"], [])
+    if last == "trellis-ingress":
+        return Image(image, [py, "-m", "trellis.ingress.main"], [])
+    if last == "echoserver" and base.rsplit("/", 2)[-2].endswith("ingressconformance"):
+        return Image(image, [py, "-m", "trellis.lab.images.echoserver"], [])
     if last.startswith("gb-frontend"):
         return Image(image, [py, "-m", "trellis.lab.images.guestbook"], [])
     if last in ("busybox", "alpine"):
