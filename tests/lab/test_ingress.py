@@ -353,3 +353,46 @@ def test_twenty_changes_under_load_lose_nothing(kc, lab, lb_ip):
     for i in range(20):
         kc.delete(NET, "ingresses", f"change-{i}", NS)
     delete_ingress(kc, lab, lb_ip, "steady", "steady.test")
+
+
+def test_policy_judges_the_ingress_pod_and_explain_says_so(kc, lab, lb_ip):
+    """A backend's policy sees the ingress pod as the source: admitting only the outside client
+    blocks the request at the backend (haproxy answers 503), admitting the ingress pod lets it
+    through; `trellis explain outside http://HOST/PATH` names the ingress pod and agrees each time."""
+    for api, plural, obj in echo_objects("explain-echo", 2):  # its own backends: none has pooled connections
+        kc.create(api, plural, obj, NS)
+    running_pods(kc, NS, "app.kubernetes.io/name=explain-echo", 2, timeout=60)
+    make_ingress(kc, "explained", {"rules": [rule("explain.example", [("/", "Prefix", "explain-echo")])]})
+
+    def explain():
+        r = subprocess.run([sys.executable, "-m", "trellis.cli.main", "explain", "--lab", lab.name, "outside",
+                            "http://explain.example/x", "80/tcp", "-o", "json"], capture_output=True, text=True,
+                           timeout=60)
+        assert r.returncode in (0, 3), r.stderr
+        return json.loads(r.stdout)
+    np_api = "networking.k8s.io/v1"
+    sel = {"matchLabels": {"app.kubernetes.io/name": "explain-echo"}}
+    ing_pod = running_pods(kc, "kube-system", "app.kubernetes.io/name=trellis-ingress", 1)[0]["status"]["podIP"]
+    try:
+        # no request yet: haproxy keeps its connections to backends open, and a policy judges new
+        # connections only (docs/policy.md)
+        wait_for(lambda: status_ip(kc, "explained") == lb_ip, 20, "the Ingress served")
+        doc = explain()
+        assert doc["verdict"] == "allowed" and len(doc["hops"]) == 2  # one per echo pod
+        assert {h["source_seen"] for h in doc["hops"]} == {ing_pod}
+        kc.create(np_api, "networkpolicies", {"apiVersion": np_api, "kind": "NetworkPolicy",
+                                              "metadata": {"name": "only-outside"}, "spec": {
+            "podSelector": sel, "ingress": [{"from": [{"ipBlock": {"cidr": f"{topology.CLIENT_IP}/32"}}]}]}}, NS)
+        assert explain()["verdict"] == "denied"
+        wait_for(lambda: get(lab, lb_ip, "explain.example", "/x").get("status") == 503, 20, "the backends blocked")
+        kc.patch(np_api, "networkpolicies", "only-outside", {"spec": {"ingress": [{"from": [{
+            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
+            "podSelector": {"matchLabels": {"app.kubernetes.io/name": "trellis-ingress"}}}]}]}}, NS)
+        wait_for(lambda: get(lab, lb_ip, "explain.example", "/x").get("status") == 200, 20, "the ingress admitted")
+        assert explain()["verdict"] == "allowed"
+    finally:
+        kc.delete(np_api, "networkpolicies", "only-outside", NS) if kc.get_or_none(
+            np_api, "networkpolicies", "only-outside", NS) else None
+        kc.delete(NET, "ingresses", "explained", NS)
+        for api, plural, obj in echo_objects("explain-echo"):
+            kc.delete(api, plural, obj["metadata"]["name"], NS)

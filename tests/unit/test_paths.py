@@ -117,3 +117,39 @@ def test_agreement_allows_refused_when_policy_allows_and_nothing_listens(world):
     assert paths.agrees(hops, "ok") and paths.agrees(hops, "refused") and not paths.agrees(hops, "denied")
     denied = paths.trace(world, c, "10.244.2.5", "tcp", 8080)
     assert paths.agrees(denied, "denied") and not paths.agrees(denied, "refused")
+
+
+def test_through_the_ingress_the_backend_sees_the_ingress_pod():
+    """outside -> LB IP of the ingress Service -> ingress pod -> (a new connection) backend pod; the
+    backend's policy judges the ingress pod, not the outside client; no rule and no endpoints are
+    the controller's 404/503, not policy."""
+    from ingress_objects import ingress, ingress_class, path
+    from trellis.ingress.compile import compile_plan
+    from trellis.policy import ingress_paths
+    st = PolicyState()
+    for ns in ("kube-system", "web"):
+        st.set_namespace(model.ns_info({"metadata": {"name": ns}}))
+    st.set_pod(pod("kube-system", "ing", "10.244.1.9", "node-1", {"app": "trellis-ingress"}))
+    st.set_pod(pod("web", "echo", "10.244.2.7", "node-2", {"app": "echo"}))
+    front = svc("kube-system", "trellis-ingress", [("10.244.1.9", "node-1")], "LoadBalancer", "10.96.0.60", 30090,
+                lb="172.31.0.201", target=80)
+    echo_obj = {"metadata": {"namespace": "web", "name": "echo"},
+                "spec": {"clusterIP": "10.96.0.61", "ports": [{"port": 80, "targetPort": 3000, "protocol": "TCP"}]}}
+    echo_slice = {"metadata": {"namespace": "web", "name": "echo-x", "labels": {"kubernetes.io/service-name": "echo"}},
+                  "addressType": "IPv4", "ports": [{"name": "", "port": 3000, "protocol": "TCP"}],
+                  "endpoints": [{"addresses": ["10.244.2.7"], "nodeName": "node-2", "conditions": {"ready": True}}]}
+    world = paths.World(st, NODES, front, {"172.31.0.201": "node-3"})
+    plan = compile_plan([ingress("i", [("echo.example", [path("/app", "echo")])], ns="web")], [ingress_class()],
+                        {"web/echo": echo_obj}, {"web/echo": [echo_slice]}, {})
+    hops = ingress_paths.trace(world, OUT, plan, [("172.31.0.201", 80)], "echo.example", "/app/x")
+    (h,) = hops
+    assert (h.endpoint, h.endpoint_port, h.source_seen, h.judged_at, h.outcome) == (
+        "web/echo", 3000, "10.244.1.9", "node-2", paths.ALLOWED)
+    assert "via kube-system/ing" in h.via
+    # only the outside client is allowed into web: the ingress pod is not, so the request is denied
+    st.set_policy("web/np", model.netpol({"metadata": {"namespace": "web", "name": "np"}, "spec": {
+        "podSelector": {}, "ingress": [{"from": [{"ipBlock": {"cidr": "172.31.0.250/32"}}]}]}}))
+    (h,) = ingress_paths.trace(world, OUT, plan, [("172.31.0.201", 80)], "echo.example", "/app")
+    assert h.outcome == paths.DENIED
+    (h,) = ingress_paths.trace(world, OUT, plan, [("172.31.0.201", 80)], "other.example", "/")
+    assert h.outcome == paths.NO_ENDPOINTS and "404" in h.reason

@@ -101,13 +101,38 @@ def resolve_targets(world: paths.World, client: paths.Client, text: str, ns: str
     return pod.key, [(pod.ip, port)]
 
 
+def _through_ingress(client: KubeClient, world: paths.World, src: paths.Client, url: str, proto: str,
+                     port: int) -> tuple[str, list[paths.Hop]]:
+    """``http://HOST/PATH``: to the ingress controller's Service, then from the ingress pod to the
+    backend pod its rules pick."""
+    from urllib.parse import urlsplit
+
+    from trellis.policy import ingress_paths
+    u = urlsplit(url)
+    if proto != "tcp" or not u.hostname:
+        raise ValueError(f"{url}: an Ingress is reached over TCP (write 80/tcp or 443/tcp) at http://HOST/PATH")
+    ns, name = live.INGRESS_SERVICE
+    sp = next((p for p in world.ports if p.namespace == ns and p.name == name and p.port == port
+               and p.protocol == "tcp"), None)
+    if sp is None:
+        raise ValueError(f"{url}: no Service {ns}/{name} with port {port}/tcp (is the ingress controller installed?)")
+    front = [(ip, port) for ip in (sp.lb_ips if src.kind == "outside" else sp.cluster_ips)]
+    if not front:
+        raise ValueError(f"{url}: Service {ns}/{name} has no {'LoadBalancer' if src.kind == 'outside' else 'cluster'}"
+                         " address yet")
+    return url, ingress_paths.trace(world, src, live.ingress_plan(client), front, u.hostname, u.path or "/")
+
+
 def cmd_explain(args, client: KubeClient, outside_ip: str | None = None) -> int:
     world, problems = live.world(client)
     ns = args.namespace or "default"
     proto, port = parse_port(args.port)
     src = resolve_source(world, args.src, ns, outside_ip)
-    label, addrs = resolve_targets(world, src, args.dst, ns, proto, port)
-    hops = [h for ip, p in addrs for h in paths.trace(world, src, ip, proto, p)]
+    if args.dst.startswith(("http://", "https://")):
+        label, hops = _through_ingress(client, world, src, args.dst, proto, port)
+    else:
+        label, addrs = resolve_targets(world, src, args.dst, ns, proto, port)
+        hops = [h for ip, p in addrs for h in paths.trace(world, src, ip, proto, p)]
     what = "icmp" if proto == "icmp" else f"{port}/{proto}"
     allowed = all(h.outcome == paths.ALLOWED for h in hops)
     if args.output:
@@ -295,8 +320,9 @@ def add_parsers(sub, common, client_for, lab_dir_for, outside_ip_for=lambda a: N
                         "NetworkPolicy for ingress). Exit 0 allowed, 3 denied or not delivered.")
     common(ex)
     ex.add_argument("src", help="NAMESPACE/POD, POD (in -n), NODE, IP, or 'outside' (the lab's client)")
-    ex.add_argument("dst", help="NAMESPACE/POD, POD, NODE, IP or svc/[NAMESPACE/]NAME (from outside: its NodePorts "
-                    "on every node, LoadBalancer and external IPs)")
+    ex.add_argument("dst", help="NAMESPACE/POD, POD, NODE, IP, svc/[NAMESPACE/]NAME (from outside: its NodePorts "
+                    "on every node, LoadBalancer and external IPs), or http://HOST/PATH (through the Ingress: to "
+                    "the ingress pod, then from it to the backend pod)")
     ex.add_argument("port", help="PORT/PROTO (e.g. 6379/tcp; a NodePort's number when DST is a node) or icmp")
     ex.add_argument("-o", "--output", choices=["json", "yaml"])
     ex.set_defaults(fn=lambda a: cmd_explain(a, client_for(a), outside_ip_for(a)))

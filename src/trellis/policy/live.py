@@ -91,3 +91,19 @@ def world(client: KubeClient):
     except ApiError:
         pass
     return paths.World(st, nodes, ports, announce.announcers(services, nodes_raw, endpoint_nodes), mode, cidr), problems
+
+
+INGRESS_SERVICE = ("kube-system", "trellis-ingress")
+
+
+def ingress_plan(client: KubeClient):
+    """What the ingress controller serves, compiled from the live objects as it compiles them."""
+    from trellis.ingress.compile import compile_plan
+    services = {f"{s['metadata']['namespace']}/{s['metadata']['name']}": s for s in _list(client, "v1", "services")}
+    slices: dict[str, list[dict]] = {}
+    for sl in _list(client, "discovery.k8s.io/v1", "endpointslices"):
+        svc = (sl["metadata"].get("labels") or {}).get("kubernetes.io/service-name")
+        if svc:
+            slices.setdefault(f"{sl['metadata']['namespace']}/{svc}", []).append(sl)
+    return compile_plan(_list(client, "networking.k8s.io/v1", "ingresses"),
+                        _list(client, "networking.k8s.io/v1", "ingressclasses"), services, slices, {})
