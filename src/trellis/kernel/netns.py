@@ -62,6 +62,8 @@ def netns_path_problem(path: str) -> str | None:
     import stat
     try:
         st = os.stat(path)
+    except ValueError:  # a NUL byte
+        return f"{path!r} is not a path"
     except OSError as e:
         return f"{path}: {e.strerror}"
     if not stat.S_ISREG(st.st_mode):
