@@ -91,8 +91,8 @@ class DiskStore:
       the next reserve of that container replaces it. The other order leaked: an IP file no
       lookup finds, so the runtime's retry got a second address.
     - release removes the IP file first, then the link: a crash leaves only a harmless link.
-    - Opening the store (the agent's start) removes ``.tmp-*`` left by a crash and re-links
-      any IP file whose link is missing (a store written by an older version)."""
+    - Opening the store (the agent's start) removes ``.tmp-*`` and links without their IP file
+      left by a crash, and re-links any IP file whose link is missing (an older version's order)."""
 
     INDEX = "by-container"
 
@@ -109,9 +109,15 @@ class DiskStore:
                 if name.startswith(".tmp-"):
                     with contextlib.suppress(FileNotFoundError):
                         os.unlink(os.path.join(d, name))
-        for r in self.all():
+        held = self.all()
+        for r in held:
             if self.find(r.container_id, r.ifname) is None:
                 self._link(r)
+        keys = {os.path.basename(self._key(r.container_id, r.ifname)) for r in held}
+        for name in os.listdir(os.path.join(self.dir, self.INDEX)):
+            if name not in keys:  # a link a crash left (its IP file never came, or went first)
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(os.path.join(self.dir, self.INDEX, name))
 
     def _key(self, container_id: str, ifname: str) -> str:
         return os.path.join(self.dir, self.INDEX, hashlib.sha1(f"{container_id}/{ifname}".encode()).hexdigest())
