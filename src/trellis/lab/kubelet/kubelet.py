@@ -8,6 +8,7 @@ then started afresh), so a kubelet killed with -9 leaks nothing.
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import logging
 import os
@@ -27,6 +28,7 @@ from trellis.lab.kubelet.runtime import kill_group, pid_alive
 
 log = logging.getLogger("trellis.kubelet")
 HEARTBEAT = 5.0
+LEASE_NS = "kube-node-lease"
 
 
 class Kubelet:
@@ -105,8 +107,26 @@ class Kubelet:
         self.client.patch("v1", "nodes", self.node, {"metadata": {"labels": obj["metadata"]["labels"]}})
         self.client.patch("v1", "nodes", self.node, {"status": obj["status"]}, sub="status")
 
+    def renew_lease(self) -> None:
+        """The node's heartbeat proper (what the node lifecycle controller reads): the Lease
+        ``kube-node-lease/<node>``, renewed every HEARTBEAT seconds."""
+        stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        spec = {"holderIdentity": self.node, "leaseDurationSeconds": 40, "renewTime": stamp}
+        try:
+            self.client.patch("coordination.k8s.io/v1", "leases", self.node, {"spec": spec}, LEASE_NS)
+        except ApiError as e:
+            if e.code != 404:
+                raise
+            self.client.create("coordination.k8s.io/v1", "leases", {
+                "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+                "metadata": {"name": self.node, "namespace": LEASE_NS}, "spec": spec}, LEASE_NS)
+
     def heartbeat(self) -> None:
         while not self.stop.wait(HEARTBEAT):
+            try:
+                self.renew_lease()
+            except ApiError as e:
+                log.debug("lease renewal failed: %s", e)
             try:
                 self.client.patch("v1", "nodes", self.node, {"status": {"conditions": self.node_status()["conditions"]}},
                                   sub="status")
@@ -170,6 +190,10 @@ class Kubelet:
     def run(self) -> None:
         self.cleanup_leftovers()
         self.register()
+        try:
+            self.renew_lease()
+        except ApiError as e:
+            log.warning("node lease: %s", e)
         threading.Thread(target=self.heartbeat, daemon=True, name="heartbeat").start()
         self.svcs.start()
         self.svcs.synced.wait(10)
