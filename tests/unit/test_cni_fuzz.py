@@ -31,7 +31,7 @@ from trellis.agent.policy import PolicyController
 from trellis.cni.main import SUPPORTED, run
 from trellis.kernel.netns import netns_path_problem
 
-SPEC_CODES = {1, 3, 4, 7, 11}
+SPEC_CODES = {1, 3, 4, 7, 11, 50}
 LIVE = [("live-a", "eth0", "10.244.9.10", "default/dns-1"), ("live-b", "eth0", "10.244.9.11", "default/web-1"),
         ("live-c", "net1", "10.244.9.12", "")]
 EXAMPLES = int(os.environ.get("TRELLIS_FUZZ_EXAMPLES", "2200"))
