@@ -2,8 +2,10 @@
 
 It registers its Node (addresses, capacity, a Ready condition kept fresh by
 heartbeats), watches the pods bound to it, and runs one ``PodWorker`` per pod.
-On start it removes what a previous kubelet of this node left behind (pods are
-then started afresh), so a kubelet killed with -9 leaks nothing.
+On start it adopts the pods a previous kubelet of this node left running (same
+sandbox, address and container processes: a kubelet restart is invisible to pods)
+and removes whatever it cannot adopt or whose pod is gone, so a kubelet killed
+with -9 leaks nothing.
 """
 from __future__ import annotations
 
@@ -139,9 +141,12 @@ class Kubelet:
                 log.debug("heartbeat failed: %s", e)
 
     # -- pods --
-    def cleanup_leftovers(self) -> None:
-        """Remove sandboxes, networks and namespaces a previous kubelet of this node left."""
+    def cleanup_leftovers(self, keep: set[str] = frozenset()) -> None:
+        """Remove sandboxes, networks and namespaces a previous kubelet of this node left
+        (all but the pods in ``keep``, which are adopted)."""
         for uid in os.listdir(self.pods_dir):
+            if uid in keep:
+                continue
             d = os.path.join(self.pods_dir, uid)
             try:
                 with open(os.path.join(d, "pod.json")) as f:
@@ -181,6 +186,8 @@ class Kubelet:
                         "deletionTimestamp"):
                     return  # finished before this kubelet started
                 w = PodWorker(self, pod)
+                if os.path.isdir(w.dir) and not w.adopt():
+                    self.cleanup_leftovers(keep=set(os.listdir(self.pods_dir)) - {uid})  # start afresh
                 self.workers[uid] = w
                 w.update(pod)
                 w.start()
@@ -188,7 +195,6 @@ class Kubelet:
                 w.update(pod)
 
     def run(self) -> None:
-        self.cleanup_leftovers()
         self.register()
         try:
             self.renew_lease()
@@ -199,6 +205,15 @@ class Kubelet:
         self.svcs.synced.wait(10)
         self.pods.add_handler(self.on_pod)
         self.pods.start()
+        # the first list has made a worker (adopted or fresh) for every pod bound here: the rest goes
+        while not self.pods.synced.wait(1.0):
+            if self.stop.is_set():
+                return
+        with self.lock:
+            self.cleanup_leftovers(keep=set(self.workers))
+            adopted = sum(1 for w in self.workers.values() if w.adopted)
+        log.info("started: %d pods adopted from a previous kubelet, %d started afresh, leftovers removed",
+                 adopted, len(self.workers) - adopted)
         self.stop.wait()
 
     def shutdown(self) -> None:
