@@ -136,7 +136,8 @@ def test_lab_down_takes_exactly_its_own_processes(lab, tmp_path):
     """Runs last: takes the module's lab down."""
     other = lab.name + "x"
     decoys = [subprocess.Popen(["sleep", "300"], env={"PATH": os.environ["PATH"], topology.MEMBER_ENV: other}),
-              subprocess.Popen(["sleep", "300", os.path.join(topology.lab_dir(other), "state")])]
+              subprocess.Popen(["sh", "-c", "sleep 300; :", "sh", os.path.join(topology.lab_dir(other), "state")],
+                               start_new_session=True)]
     member = subprocess.Popen(["sleep", "300"], env={"PATH": os.environ["PATH"], topology.MEMBER_ENV: lab.name})
     sandboxes = topology.lab_pids(lab.name, lab.dir)
     assert member.pid in sandboxes and not {d.pid for d in decoys} & set(sandboxes)
@@ -147,5 +148,5 @@ def test_lab_down_takes_exactly_its_own_processes(lab, tmp_path):
         assert topology.lab_pids(lab.name, lab.dir) == [], "a process of the lab survived lab down"
     finally:
         for d in decoys:
-            d.kill()
+            os.killpg(d.pid, signal.SIGKILL) if d.poll() is None else None
             d.wait()
