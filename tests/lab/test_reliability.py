@@ -135,7 +135,8 @@ def test_pods_force_deleted_at_creation_leave_no_stale_policy(lab):
 def test_lab_down_takes_exactly_its_own_processes(lab, tmp_path):
     """Runs last: takes the module's lab down."""
     other = lab.name + "x"
-    decoys = [subprocess.Popen(["sleep", "300"], env={"PATH": os.environ["PATH"], topology.MEMBER_ENV: other}),
+    decoys = [subprocess.Popen(["sleep", "300"], env={"PATH": os.environ["PATH"], topology.MEMBER_ENV: other},
+                               start_new_session=True),
               subprocess.Popen(["sh", "-c", "sleep 300; :", "sh", os.path.join(topology.lab_dir(other), "state")],
                                start_new_session=True)]
     member = subprocess.Popen(["sleep", "300"], env={"PATH": os.environ["PATH"], topology.MEMBER_ENV: lab.name})
