@@ -171,6 +171,19 @@ class Container:
     def record(self) -> dict:
         return {"pid": self.pid, "starttime": proc_starttime(self.pid) if self.pid else None}
 
+    def poll(self) -> int | None:
+        return self.proc.poll() if self.proc else None
+
+    def stop(self, grace: float) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        kill_group(self.proc.pid, signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            kill_group(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=5)
+
 
 class AdoptedContainer(Container):
     """A container process a previous kubelet started. It is not our child, so its exit
@@ -200,16 +213,3 @@ class AdoptedContainer(Container):
             time.sleep(0.05)
         if self.alive():
             kill_group(self._pid, signal.SIGKILL)
-
-    def poll(self) -> int | None:
-        return self.proc.poll() if self.proc else None
-
-    def stop(self, grace: float) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        kill_group(self.proc.pid, signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=grace)
-        except subprocess.TimeoutExpired:
-            kill_group(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(timeout=5)
