@@ -112,3 +112,37 @@ def test_agent_kill_during_add_and_del_leaks_nothing(tmp_path):
         assert cut["ADD"] + cut["DEL"] >= CYCLES // 10, cut  # the storm did hit requests in flight
     finally:
         sp.close()
+
+
+def test_a_failed_repeat_add_keeps_the_working_attachment(tmp_path):
+    """Item 3: the same container's ADD again with another namespace, a FIFO or a plain file as
+    CNI_NETNS fails (4) and the first ADD's pod keeps its address, veth, route and traffic."""
+    from nsutil import ping
+    from trellis.agent.dataplane import CNIFailure, PodNetwork, Request
+    from trellis.agent.ipam import Allocator, DiskStore
+    sp = Spaces()
+    try:
+        node = sp.add("node")
+        net = PodNetwork(Allocator("10.244.1.0/24", DiskStore(str(tmp_path / "ipam"))), 1450, "10.244.0.0/16",
+                         netns=node)
+        net.restore()
+        pod, other = sp.add("pod"), sp.add("other")
+        first = net.add(Request("ADD", "cid-1", f"/run/netns/{pod}", "eth0", {}, {"cniVersion": "1.0.0"}))
+        ip = first["ips"][0]["address"].split("/")[0]
+        fifo = str(tmp_path / "fifo")
+        os.mkfifo(fifo)
+        plain = str(tmp_path / "plain")
+        open(plain, "w").close()
+        for bad in (f"/run/netns/{other}", fifo, plain):
+            started = time.monotonic()
+            with pytest.raises(CNIFailure) as e:
+                net.add(Request("ADD", "cid-1", bad, "eth0", {}, {"cniVersion": "1.0.0"}))
+            assert e.value.code == 4 and time.monotonic() - started < 2, (bad, e.value.msg)
+            assert [r.ip for r in net.ipam.store.all()] == [ip]
+            assert netlink.pod_interface(f"/run/netns/{pod}", "eth0")["addrs"] == [f"{ip}/32"]
+            assert netlink.list_links(f"/run/netns/{other}") == ["lo"]
+            assert ping(node, ip), bad
+        # the same ADD again is still the same answer
+        assert net.add(Request("ADD", "cid-1", f"/run/netns/{pod}", "eth0", {}, {"cniVersion": "1.0.0"})) == first
+    finally:
+        sp.close()
