@@ -117,12 +117,14 @@ def test_agent_kill_during_add_and_del_leaks_nothing(tmp_path):
 def test_a_failed_repeat_add_keeps_the_working_attachment(tmp_path):
     """Item 3: the same container's ADD again with another namespace, a FIFO or a plain file as
     CNI_NETNS fails (4) and the first ADD's pod keeps its address, veth, route and traffic."""
-    from nsutil import ping
+    from nsutil import ping, sh
     from trellis.agent.dataplane import CNIFailure, PodNetwork, Request
     from trellis.agent.ipam import Allocator, DiskStore
     sp = Spaces()
     try:
         node = sp.add("node")
+        sh(node, "ip", "link", "set", "lo", "up")
+        sh(node, "ip", "addr", "add", "172.31.9.1/32", "dev", "lo")  # a node address to ping from
         net = PodNetwork(Allocator("10.244.1.0/24", DiskStore(str(tmp_path / "ipam"))), 1450, "10.244.0.0/16",
                          netns=node)
         net.restore()
