@@ -237,3 +237,14 @@ def test_the_executable_answers_json_for_bytes_it_cannot_read(stdin):
     assert p.returncode == 1 and p.stderr == b"", p.stderr[-500:]
     assert json.loads(p.stdout)["code"] == 7
 
+
+
+@pytest.mark.parametrize("prev", ["garbage", [1], {"ips": "x"}, {"ips": [{"address": 5}]}, {"ips": [None]}])
+def test_check_with_a_malformed_prev_result_is_a_config_error(agent, prev):
+    """CHECK of a live attachment whose prevResult is not a result: 7 (it was 11, the handler crashed)."""
+    before = agent.snapshot()
+    conf = {"cniVersion": "1.0.0", "name": "n", "type": "trellis", "socket": agent.sock, "prevResult": prev}
+    env = {"CNI_COMMAND": "CHECK", "CNI_CONTAINERID": "live-a", "CNI_NETNS": "/proc/self/ns/net", "CNI_IFNAME": "eth0"}
+    rc, out = invoke(env, json.dumps(conf).encode())
+    assert rc == 1 and json.loads(out)["code"] == 7 and "prevResult" in json.loads(out)["msg"], out
+    assert agent.snapshot() == before
