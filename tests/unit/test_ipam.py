@@ -76,3 +76,78 @@ def test_a_torn_cursor_only_moves_the_search(tmp_path):
         f.write("10.24")  # a write cut short
     assert a.allocate("c2", "eth0").ip == "10.244.5.2"
     assert a.allocate("c3", "eth0").ip == "10.244.5.3"
+
+
+# ---- kill -9 at every step of reserve and release (issue 15, item 5) ----------------------
+
+MUTATING = ("open", "symlink", "replace", "link", "unlink", "fsync", "write")
+
+
+def _crash_at(step: int, directory: str, action: str) -> None:
+    """In a forked child: run ``action`` and die (os._exit, as kill -9: no clean-up runs) just
+    before the ``step``-th file system change."""
+    import builtins
+    calls = {"n": 0}
+
+    def tick():
+        calls["n"] += 1
+        if calls["n"] == step:
+            os._exit(9)
+
+    for name in MUTATING:
+        real = getattr(os, name)
+
+        def wrapped(*a, _real=real, **kw):
+            tick()
+            return _real(*a, **kw)
+        setattr(os, name, wrapped)
+    real_open = builtins.open
+    builtins.open = lambda *a, **kw: (tick(), real_open(*a, **kw))[1] if len(a) > 1 and "w" in str(a[1]) \
+        else real_open(*a, **kw)
+    a = Allocator("10.244.7.0/28", DiskStore(directory))
+    if action == "reserve":
+        a.allocate("c1", "eth0", "default/p1")
+    else:
+        a.release("c1", "eth0")
+    os._exit(0)
+
+
+def _files(directory: str) -> list[str]:
+    return sorted(os.path.relpath(os.path.join(r, n), directory) for r, _, ns in os.walk(directory) for n in ns
+                  if n not in ("lock", "last_reserved"))
+
+
+@pytest.mark.parametrize("action", ["reserve", "release"])
+def test_kill_at_any_step_leaks_nothing(tmp_path, action):
+    """The runtime retries what was cut short (ADD again, DEL again); afterwards the store holds
+    exactly the one address of the container (ADD) or nothing (DEL), and no stray file. With
+    the old order (IP file, then link; a file written in place) the retry got a second address
+    and an empty or unlinked file stayed until the periodic GC."""
+    crashes = 0
+    for step in range(1, 30):
+        d = str(tmp_path / f"{action}-{step}")
+        os.makedirs(d)
+        if action == "release":
+            Allocator("10.244.7.0/28", DiskStore(d)).allocate("c1", "eth0", "default/p1")
+        pid = os.fork()
+        if pid == 0:
+            try:
+                _crash_at(step, d, action)
+            finally:
+                os._exit(1)
+        _, status = os.waitpid(pid, 0)
+        code = os.waitstatus_to_exitcode(status)
+        assert code in (0, 9), code
+        if code == 0:
+            break  # the action completes before this step: every crash point is covered
+        crashes += 1
+        a = Allocator("10.244.7.0/28", DiskStore(d))  # the agent restarts
+        if action == "reserve":
+            r = a.allocate("c1", "eth0", "default/p1")  # the runtime's retry
+            assert [x.ip for x in a.store.all()] == [r.ip], (step, _files(d))
+            assert len(_files(d)) == 2, (step, _files(d))  # the IP file and its index link
+            a.release("c1", "eth0")
+        else:
+            a.release("c1", "eth0")
+        assert a.store.all() == [] and _files(d) == [], (step, _files(d))
+    assert crashes >= 3, crashes

@@ -24,12 +24,44 @@ from trellis.kube.events import WARNING, EventRecorder
 log = logging.getLogger("trellis.agent.cni")
 
 
+def valid_attachments(config: dict) -> set[tuple[str, str]]:
+    """GC's ``cni.dev/valid-attachments``: the attachments to keep. Anything but a list of
+    objects with a non-empty string containerID and ifname is refused (7): read loosely, a
+    missing or garbled list would mean "keep nothing" and release every pod on the node."""
+    key = "cni.dev/valid-attachments"
+    valid = config.get(key)
+    if not isinstance(valid, list):
+        raise CNIFailure(7, f"GC: {key} must be a list of attachments, not {valid!r:.80}")
+    if not valid:
+        raise CNIFailure(7, f"GC: {key} is empty; refusing to release every attachment of the node")
+    keep = set()
+    for i, a in enumerate(valid):
+        cid, ifname = (a.get("containerID"), a.get("ifname")) if isinstance(a, dict) else (None, None)
+        if not (isinstance(cid, str) and cid and isinstance(ifname, str) and ifname):
+            raise CNIFailure(7, f"GC: {key}[{i}] must be an object with a containerID and an ifname, not {a!r:.80}")
+        keep.add((cid, ifname))
+    return keep
+
+
+def check_prev_result(config: dict) -> None:
+    """CHECK's ``prevResult``, when given, is a result object whose ips are objects with an address."""
+    prev = config.get("prevResult")
+    if prev is None:
+        return
+    ips = prev.get("ips", []) if isinstance(prev, dict) else None
+    if not isinstance(ips, list) or not all(isinstance(ip, dict) and isinstance(ip.get("address"), str)
+                                              for ip in ips):
+        raise CNIFailure(7, f"CHECK: prevResult must be a CNI result with ips [{{\"address\": ...}}], not {prev!r:.80}")
+
+
 class CNIServer:
     def __init__(self, path: str, network: Callable[[], PodNetwork | None], status: Callable[[], str | None],
-                 on_add: Callable[[str, str, str], None] | None = None,
+                 on_add: Callable[[Request, str], None] | None = None,
+                 on_del: Callable[[str, str], None] | None = None,
                  on_failure: Callable[[dict, CNIFailure], None] | None = None) -> None:
         self.path, self.network, self.status = path, network, status
-        self.on_add = on_add  # (namespace, pod, ip): runs before ADD answers (policy goes in first)
+        self.on_add = on_add  # (request, ip): runs before ADD answers (policy goes in first)
+        self.on_del = on_del  # (container ID, ifname): after DEL, and for each attachment GC released
         self.on_failure = on_failure  # (CNI_ARGS, failure): a failure with a reason becomes an Event
         self.sock: socket.socket | None = None
         self.stopped = threading.Event()
@@ -73,11 +105,18 @@ class CNIServer:
                 reply = self.handle({"command": cmd, "containerID": env.get("CNI_CONTAINERID", ""),
                                      "netns": env.get("CNI_NETNS", ""), "ifName": env.get("CNI_IFNAME", ""),
                                      "args": parse_args(env.get("CNI_ARGS", "")), "config": config})
+            except RecursionError:
+                reply = {"error": {"code": 7, "msg": "bad request from trellis-cni: the config is nested too deeply"}}
             except (ValueError, Failure) as e:
                 reply = {"error": {"code": getattr(e, "code", 7), "msg": f"bad request from trellis-cni: {e}"}}
             except OSError as e:
                 log.warning("CNI %s: reading the request: %s", cmd or "request", e)
                 return
+            except Exception as e:  # noqa: BLE001 - a bug must still answer, or the plugin reports 11
+                log.exception("CNI %s: unexpected error", cmd or "request")
+                reply = {"error": {"code": 999, "msg": f"trellis agent: internal error in {cmd}: {type(e).__name__}: {e}"}}
+            if not isinstance(version, str):
+                version = "1.0.0"
             if "error" in reply:
                 err = {"cniVersion": version, **{k: v for k, v in reply["error"].items() if v != ""}}
                 text, status = json.dumps(err) + "\n", 1
@@ -105,24 +144,28 @@ class CNIServer:
                           msg.get("args") or {}, msg.get("config") or {})
             if cmd == "ADD":
                 result = net.add(req)
-                ns, pod = req.args.get("K8S_POD_NAMESPACE"), req.args.get("K8S_POD_NAME")
-                if self.on_add:  # without K8S_POD_* args: a container no Kubernetes policy can select
+                if self.on_add:  # policy goes in before the pod is handed back
                     try:
-                        self.on_add(ns or "", pod or "", result["ips"][0]["address"].split("/")[0])
+                        self.on_add(req, result["ips"][0]["address"].split("/")[0])
                     except KernelError as e:
                         # the pod stays fail-closed (not in the policy's known set) until the next sync
-                        log.warning("ADD %s/%s: policy not installed yet: %s", ns, pod, e)
+                        log.warning("ADD %s: policy not installed yet: %s", req.pod or req.container_id, e)
                 return {"result": result}
             if cmd == "DEL":
                 net.delete(req)
+                if self.on_del:
+                    self.on_del(req.container_id, req.ifname)
                 return {"result": {}}
             if cmd == "CHECK":
+                check_prev_result(req.config)
                 net.check(req)
                 return {"result": {}}
             if cmd == "GC":
-                valid = req.config.get("cni.dev/valid-attachments") or []
-                keep = {(a.get("containerID"), a.get("ifname")) for a in valid}
-                gone = net.gc(keep)
+                keep = valid_attachments(req.config)
+                gone = net.gc(keep, keep_live=True)
+                for r in gone:
+                    if self.on_del:
+                        self.on_del(r.container_id, r.ifname)
                 return {"result": {"released": [r.ip for r in gone]}}
             raise CNIFailure(4, f"unknown CNI_COMMAND {cmd!r}")
         except CNIFailure as e:

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from trellis.agent import nettable
 from trellis.agent.ipam import Allocator, Exhausted, IPAMError, Reservation
 from trellis.kernel import netlink, nft
-from trellis.kernel.netns import KernelError
+from trellis.kernel.netns import KernelError, netns_path_problem
 
 log = logging.getLogger("trellis.agent.dataplane")
 GATEWAY = "169.254.1.1"
@@ -58,6 +58,27 @@ class Request:
         return f"{ns}/{name}" if ns and name else ""
 
 
+def netns_problem(path: str) -> str | None:
+    return "CNI_NETNS is unset" if not path else netns_path_problem(path)
+
+
+def check_netns(req: Request) -> None:
+    """CNI_NETNS must be a network namespace before anything is allocated: a missing path is
+    3 (the container is gone), anything else that is no netns (a FIFO would block the
+    opener forever) is 4, both answered at once."""
+    why = netns_problem(req.netns)
+    if why:
+        missing = bool(req.netns) and not os.path.lexists(req.netns)
+        raise CNIFailure(3 if missing else 4, f"CNI_NETNS: {why}", f"container {req.container_id}")
+
+
+def same_file(a: str, b: str) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return a == b
+
+
 def host_ifname(container_id: str, ifname: str) -> str:
     return nettable.HOST_IF_PREFIX + hashlib.sha1(f"{container_id}/{ifname}".encode()).hexdigest()[:12]
 
@@ -91,17 +112,23 @@ class PodNetwork:
 
     # -- ADD --
     def add(self, req: Request) -> dict:
-        if not req.netns or not os.path.exists(req.netns):
-            raise CNIFailure(3 if req.netns else 4, f"network namespace {req.netns or '(CNI_NETNS unset)'} "
-                             "does not exist", f"container {req.container_id}")
+        check_netns(req)
         with self._lock(f"{req.container_id}/{req.ifname}"):
             host_if = host_ifname(req.container_id, req.ifname)
             held = self.ipam.find(req.container_id, req.ifname)
             if held is not None:
-                now = netlink.pod_interface(req.netns, req.ifname)
                 host = netlink.get_link(host_if, self.netns)
-                if now and f"{held.ip}/32" in now["addrs"] and host:
+                where = held.netns or req.netns
+                now = netlink.pod_interface(where, req.ifname) if host and not netns_problem(where) else None
+                if now and f"{held.ip}/32" in now["addrs"]:
+                    if not same_file(where, req.netns):
+                        # NOTE: rewiring would delete the working veth of the first ADD; a repeat
+                        # ADD of a live attachment may only repeat it, as the runtime must DEL first
+                        raise CNIFailure(4, f"container {req.container_id} {req.ifname} is already attached in "
+                                         f"{where} ({held.ip}); CNI_NETNS {req.netns} differs (DEL it first)")
                     return self.result(req, held, now["mac"], host)  # a repeated ADD: same answer
+                if not same_file(where, req.netns):
+                    self.ipam.release(req.container_id, req.ifname)  # broken and elsewhere: start afresh
             with contextlib.ExitStack() as undo:
                 try:
                     r = self.ipam.allocate(req.container_id, req.ifname, req.pod, req.netns)
@@ -140,6 +167,7 @@ class PodNetwork:
 
     # -- CHECK --
     def check(self, req: Request) -> None:
+        check_netns(req)
         held = self.ipam.find(req.container_id, req.ifname)
         if held is None:
             raise CNIFailure(999, f"no address is allocated to container {req.container_id} {req.ifname}")
@@ -156,7 +184,12 @@ class PodNetwork:
             raise CNIFailure(999, f"prevResult says {prev[0].get('address')}, the pod holds {held.ip}/32")
 
     # -- GC --
-    def gc(self, keep: set[tuple[str, str]]) -> list[Reservation]:
+    def gc(self, keep: set[tuple[str, str]], keep_live: bool = False) -> list[Reservation]:
+        """Release what is not in ``keep``; with ``keep_live`` also keep every attachment whose
+        namespace still exists (a runtime's GC list can lag or be wrong; a live pod is never cut)."""
+        if keep_live:
+            keep = keep | {(r.container_id, r.ifname) for r in self.ipam.store.all()
+                           if r.netns and not netns_problem(r.netns)}
         gone = self.ipam.gc(keep)
         for r in gone:
             host_if = host_ifname(r.container_id, r.ifname)

@@ -82,9 +82,17 @@ class DiskStore:
     """One JSON file per reserved IP; flock on a lock file (across processes), a mutex across threads.
 
     ``by-container/<hash of container/ifname>`` is a symlink to the IP's file. The IP file is
-    the truth: a link is followed only when the file it names holds that container, so a
-    link left by a crash between the two steps is harmless (a leaked IP file is released
-    by GC, which reads the IP files)."""
+    the truth: a link is followed only when the file it names holds that container.
+
+    Crash reasoning (kill -9 at any instruction must leak nothing):
+    - reserve writes the link first, then the IP file, and the IP file appears whole or not at
+      all (written under ``.tmp-<ip>``, then hard-linked into place, which fails if the IP is
+      taken). A crash before the IP file leaves a link to a missing or foreign file: harmless,
+      the next reserve of that container replaces it. The other order leaked: an IP file no
+      lookup finds, so the runtime's retry got a second address.
+    - release removes the IP file first, then the link: a crash leaves only a harmless link.
+    - Opening the store (the agent's start) removes ``.tmp-*`` and links without their IP file
+      left by a crash, and re-links any IP file whose link is missing (an older version's order)."""
 
     INDEX = "by-container"
 
@@ -92,6 +100,24 @@ class DiskStore:
         self.dir = directory
         os.makedirs(os.path.join(directory, self.INDEX), exist_ok=True)
         self._mutex = threading.Lock()
+        with self.lock():
+            self._recover()
+
+    def _recover(self) -> None:
+        for d in (self.dir, os.path.join(self.dir, self.INDEX)):
+            for name in os.listdir(d):
+                if name.startswith(".tmp-"):
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(os.path.join(d, name))
+        held = self.all()
+        for r in held:
+            if self.find(r.container_id, r.ifname) is None:
+                self._link(r)
+        keys = {os.path.basename(self._key(r.container_id, r.ifname)) for r in held}
+        for name in os.listdir(os.path.join(self.dir, self.INDEX)):
+            if name not in keys:  # a link a crash left (its IP file never came, or went first)
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(os.path.join(self.dir, self.INDEX, name))
 
     def _key(self, container_id: str, ifname: str) -> str:
         return os.path.join(self.dir, self.INDEX, hashlib.sha1(f"{container_id}/{ifname}".encode()).hexdigest())
@@ -125,32 +151,43 @@ class DiskStore:
     def _path(self, ip: str) -> str:
         return os.path.join(self.dir, ip)
 
+    def _link(self, r: Reservation) -> None:
+        """Point the container's index link at ``r.ip``, atomically (a stale link is replaced)."""
+        key = self._key(r.container_id, r.ifname)
+        tmp = os.path.join(self.dir, self.INDEX, ".tmp-" + os.path.basename(key))
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        os.symlink(r.ip, tmp)
+        os.replace(tmp, key)
+
     def reserve(self, r: Reservation) -> bool:
-        try:
-            fd = os.open(self._path(r.ip), os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
-        except FileExistsError:
+        path = self._path(r.ip)
+        if os.path.lexists(path):
             return False
+        self._link(r)  # first: see the class note
+        tmp = os.path.join(self.dir, ".tmp-" + r.ip)
+        fd = os.open(tmp, os.O_CREAT | os.O_TRUNC | os.O_WRONLY, 0o600)
         with os.fdopen(fd, "w") as f:
             json.dump(asdict(r), f)
             f.flush()
             os.fsync(f.fileno())
-        key = self._key(r.container_id, r.ifname)
         try:
-            os.symlink(r.ip, key)
-        except FileExistsError:  # a stale link (see the class note): the IP file decides
-            os.unlink(key)
-            os.symlink(r.ip, key)
+            os.link(tmp, path)  # the whole file or none, and never over another's
+        except FileExistsError:
+            return False
+        finally:
+            os.unlink(tmp)
         return True
 
     def release(self, ip: str) -> None:
         r = self._read(ip)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self._path(ip))  # first: see the class note
         if r is not None:
             key = self._key(r.container_id, r.ifname)
             with contextlib.suppress(OSError):
                 if os.readlink(key) == ip:
                     os.unlink(key)
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self._path(ip))
 
     def all(self) -> list[Reservation]:
         out = []

@@ -18,6 +18,7 @@ import sys
 import threading
 import time
 
+from trellis.agent.attachments import Attachment
 from trellis.agent.cniserver import CNIServer, pod_event
 from trellis.agent.dataplane import GATEWAY, PodNetwork
 from trellis.agent.healthcheck import HealthChecks
@@ -62,11 +63,16 @@ class Agent:
         self.health = HealthChecks(self.proxier.local_endpoints)
         self.events = EventRecorder(client, "trellis-agent", node)
         self.policy = PolicyController(client, node, cluster_cidr, pods=self.pods, slices=self.slices,
-                                       events=self.events)
+                                       events=self.events, held=self._held)
         self.server = CNIServer(socket_path, lambda: self.network, lambda: None if self.network else self.why_not_ready,
-                                on_add=self.policy.pod_added, on_failure=pod_event(self.events))
+                                on_add=self.policy.pod_added, on_del=self.policy.attachment_deleted,
+                                on_failure=pod_event(self.events))
         self.stop = threading.Event()
         self.heartbeat = 0.0
+
+    def _held(self) -> set[tuple[str, str]] | None:
+        net = self.network
+        return None if net is None else {(r.container_id, r.ifname) for r in net.ipam.store.all()}
 
     def _me(self) -> dict | None:
         return self.nodes.get("", self.node)
@@ -86,6 +92,7 @@ class Agent:
         net = PodNetwork(Allocator(block, store), self.routing.pod_mtu(), self.cluster_cidr)
         net.overlay_peers = set(overlay_peers)  # the restored table accepts the peers' VXLAN at once
         net.restore()
+        self.policy.seed([Attachment(r.container_id, r.ifname, r.ip, r.pod) for r in store.all()])
         self.network = net
         log.info("node %s: pod block %s, mode %s, MTU %d off the node (%d between its pods); ready for pods",
                  self.node, block, self.routing.mode, net.mtu, net.link_mtu)
@@ -119,7 +126,8 @@ class Agent:
                 if p["spec"].get("nodeName") == self.node}
         keep = {(r.container_id, r.ifname) for r in self.network.ipam.store.all()
                 if (r.pod and r.pod in live) or (r.netns and os.path.exists(r.netns))}
-        self.network.gc(keep)
+        for r in self.network.gc(keep):
+            self.policy.attachment_deleted(r.container_id, r.ifname)
 
     def run(self) -> None:
         try:

@@ -21,8 +21,10 @@ import logging
 import threading
 import time
 from dataclasses import replace
+from typing import Callable
 
 from trellis.agent import configcheck
+from trellis.agent.attachments import Attachment, Attachments
 from trellis.kernel import nft
 from trellis.kube.events import WARNING, EventRecorder
 from trellis.kernel.netns import KernelError
@@ -40,13 +42,18 @@ CONFIG_NS, CONFIG_NAME = "kube-system", "trellis-config"
 class PolicyController:
     def __init__(self, client: KubeClient, node: str, cluster_cidr: str, netns: str | None = None,
                  resync: float = 300.0, pods: Informer | None = None, slices: Informer | None = None,
-                 events: EventRecorder | None = None) -> None:
+                 events: EventRecorder | None = None,
+                 held: Callable[[], set[tuple[str, str]] | None] | None = None, grace: float = 30.0) -> None:
+        """``held``: the (container ID, ifname) attachments IPAM holds now (None: not known yet),
+        for the full sync to drop book entries whose DEL was missed; ``grace``: how long an ADD
+        may name a pod the watch does not show yet."""
         self.client, self.node, self.netns, self.resync = client, node, netns, resync
         self.cluster_cidr = cluster_cidr
         self.state = PolicyState()
         self.lock = threading.RLock()
         self.applied: pnft.Desired | None = None
-        self.cni_ips: dict[str, str] = {}        # pod key -> address given by CNI ADD (before status has it)
+        self.book = Attachments()                # what CNI ADD said, by container ID + ifname
+        self.held, self.grace = held, grace
         self.pods = pods or Informer(client, "v1", "pods")
         self.namespaces = Informer(client, "v1", "namespaces")
         self.netpols = Informer(client, "networking.k8s.io/v1", "networkpolicies")
@@ -81,14 +88,10 @@ class PolicyController:
 
     def _pod_info(self, obj: dict) -> model.PodInfo:
         info = model.pod_info(obj)
-        cni = self.cni_ips.get(info.key)
-        if cni and info.node == self.node and info.ip != cni:
-            info = replace(info, ip=cni)  # the status lags; CNI knows
-        if info.node == self.node and info.ip:
-            # an address CNI has since given to another pod is not this pod's any more
-            owner = next((k for k, ip in self.cni_ips.items() if ip == info.ip), None)
-            if owner is not None and owner != info.key:
-                info = replace(info, ip="")
+        if info.node == self.node and not info.host_network:
+            ip = self.book.ip_for(info.key, obj["metadata"].get("uid", ""), info.ip)
+            if ip != info.ip:
+                info = replace(info, ip=ip)  # the status lags an ADD, or names an address now another's
         return info
 
     def _on_pod(self, typ: str, obj: dict, old: dict | None) -> None:
@@ -96,7 +99,6 @@ class PolicyController:
         with self.lock:
             if typ == "DELETED" or obj["metadata"].get("deletionTimestamp") and obj.get("status", {}).get(
                     "phase") in ("Succeeded", "Failed"):
-                self.cni_ips.pop(key, None)
                 self.state.set_pod(None, key)
             else:
                 self.state.set_pod(self._pod_info(obj))
@@ -156,36 +158,71 @@ class PolicyController:
         self.last_change = time.monotonic()
         self.dirty.set()
 
-    def pod_added(self, ns: str, name: str, ip: str) -> None:
-        """CNI ADD: compile and install this pod's policy before the pod is handed back."""
-        key = f"{ns}/{name}"
+    def pod_added(self, req, ip: str) -> None:
+        """CNI ADD (``req``: the agent's ``Request``): record the attachment, then compile and
+        install the policy of the pod it names before the pod is handed back."""
+        ns, name = req.args.get("K8S_POD_NAMESPACE", ""), req.args.get("K8S_POD_NAME", "")
+        key = f"{ns}/{name}" if ns and name else ""
         with self.lock:
-            if not ns or not name:
-                # a container started without Kubernetes (ctr run, a runtime's own CNI call): no pod
-                # object, so no policy selects it; it is known (reachable) but unprotected
-                self.state.unmanaged.add(ip)
-                if self.synced.is_set():
-                    self._apply_changes()
-                return
-            self.state.unmanaged.discard(ip)
-            self.cni_ips[key] = ip
-            obj = self.pods.get(ns, name)
-            if obj is None:
+            replaced = self.book.add(Attachment(req.container_id, req.ifname, ip, key, req.args.get("K8S_POD_UID", "")))
+            touched = {a.pod for a in replaced if a.pod} | ({key} if key else set())
+            if key and self.pods.get(ns, name) is None:
                 try:
                     obj = self.client.get("v1", "pods", name, ns)
                 except ApiError as e:
-                    log.warning("CNI ADD for %s: cannot read the pod (%s); it stays closed until the watch has it",
-                                key, e)
-                    return
-            for other in [p for p in self.state.pods.values() if p.ip == ip and p.key != key and p.node == self.node]:
-                self.state.set_pod(replace(other, ip=""))
-            self.state.set_pod(self._pod_info(obj))
-            if self.synced.is_set():
-                self._apply_changes()
+                    # gone already (force-deleted before its ADD ran), or unreadable: no policy
+                    # names this address, so it stays closed; the full sync drops the entry
+                    log.warning("CNI ADD for %s: cannot read the pod (%s); it stays closed", key, e)
+                    obj = None
+                if obj is not None and obj["spec"].get("nodeName") == self.node:
+                    self.state.set_pod(self._pod_info(obj))
+                touched.discard(key)
+            self._refresh(touched)
 
-    def pod_deleted(self, ns: str, name: str) -> None:
+    def attachment_deleted(self, container_id: str, ifname: str) -> None:
+        """CNI DEL, or GC released it: the address is no longer that container's."""
         with self.lock:
-            self.cni_ips.pop(f"{ns}/{name}", None)
+            a = self.book.remove(container_id, ifname)
+            if a is not None:
+                self._refresh({a.pod} if a.pod else set())
+
+    def seed(self, attachments: list[Attachment]) -> None:
+        """After a restart: the book again from what IPAM holds (it outlives the agent)."""
+        with self.lock:
+            for a in attachments:
+                self.book.add(a)
+            self._refresh({a.pod for a in attachments if a.pod})
+
+    def _refresh(self, pods: set[str]) -> None:
+        """Re-derive the named pods and the unmanaged addresses from the book; apply now if synced."""
+        for key in pods:
+            ns, _, name = key.partition("/")
+            obj = self.pods.get(ns, name)
+            if obj is not None:
+                self.state.set_pod(self._pod_info(obj))
+        for other in [p for p in self.state.pods.values() if p.node == self.node and p.ip
+                      and (o := self.book.owner(p.ip)) is not None and o.pod != p.key]:
+            self.state.set_pod(replace(other, ip=""))  # its address is another attachment's now
+        self.state.unmanaged = self.book.unmanaged()
+        if self.synced.is_set():
+            self._apply_changes()
+
+    def reconcile_book(self) -> None:
+        """Full sync: the book against the live pods and what IPAM holds (missed DELs, pods that
+        went before or while their ADD ran), then every local pod re-derived."""
+        live = {obj_key(p): p["metadata"].get("uid", "") for p in self.pods.items()}
+        held = self.held() if self.held else None
+        gone = self.book.reconcile(live, held, self.grace)
+        for a in gone:
+            log.info("attachment %s %s (%s, %s) is stale: dropped from policy", a.container_id, a.ifname, a.ip,
+                     a.pod or "no pod")
+        for p in self.pods.items():
+            key = obj_key(p)
+            if p["spec"].get("nodeName") == self.node and key in self.state.pods:
+                info = self._pod_info(p)
+                if self.state.pods[key] != info:
+                    self.state.set_pod(info)
+        self.state.unmanaged = self.book.unmanaged()
 
     # ---- applying -------------------------------------------------------------------
 
@@ -197,6 +234,7 @@ class PolicyController:
 
     def full_sync(self) -> None:
         with self.lock:
+            self.reconcile_book()
             want = pnft.desired(self.state, self.node, self.endpoint_ips)
             nft.apply(pnft.full(want, self.cluster_cidr), "policy full sync", self.netns)
             self.applied = want

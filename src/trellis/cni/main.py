@@ -58,6 +58,16 @@ def loads(text: str):
     return json.loads(text)
 
 
+def read_config(stdin) -> str:
+    """The config as text. Bytes are read when the stream has them, so bytes that are not
+    UTF-8 are a config error (7) rather than a decoding traceback."""
+    buf = getattr(stdin, "buffer", None)
+    try:
+        return buf.read().decode() if buf is not None else stdin.read()
+    except UnicodeDecodeError as e:
+        raise Failure(7, f"network config is not UTF-8: byte {e.start}: {e.reason}") from None
+
+
 def parse_args(text: str) -> dict[str, str]:
     out = {}
     for part in filter(None, text.split(";")):
@@ -118,13 +128,17 @@ def run(env: dict[str, str], stdin, stdout) -> int:
         cmd = env.get("CNI_COMMAND", "")
         if not cmd:
             raise Failure(4, "CNI_COMMAND is not set")
-        raw = stdin.read()
+        raw = read_config(stdin)
         try:
             conf = loads(raw) if raw.strip() else {}
+        except RecursionError:
+            raise Failure(7, "network config is nested too deeply") from None
         except ValueError as e:
             raise Failure(7, f"network config is not valid JSON: {e}") from None
         if not isinstance(conf, dict):
             raise Failure(7, "network config must be a JSON object")
+        if not isinstance(conf.get("cniVersion", version), str):
+            raise Failure(7, f"network config: 'cniVersion' must be a string, not {conf['cniVersion']!r:.60}")
         version = conf.get("cniVersion", version)
         if cmd == "VERSION":
             import json
@@ -135,6 +149,11 @@ def run(env: dict[str, str], stdin, stdout) -> int:
         for field in ("name", "type"):
             if not conf.get(field):
                 raise Failure(7, f"network config: {field!r} is required")
+            if not isinstance(conf[field], str):
+                raise Failure(7, f"network config: {field!r} must be a string, not {conf[field]!r:.60}")
+        sock = conf.get("socket", DEFAULT_SOCKET)
+        if not isinstance(sock, str) or not sock or "\0" in sock:
+            raise Failure(7, f"network config: 'socket' must be the path of a unix socket, not {sock!r:.60}")
         parse_args(env.get("CNI_ARGS", ""))
         if cmd in ("ADD", "DEL", "CHECK"):
             for var in ("CNI_CONTAINERID", "CNI_IFNAME") + (("CNI_NETNS",) if cmd != "DEL" else ()):
@@ -146,16 +165,17 @@ def run(env: dict[str, str], stdin, stdout) -> int:
             if "\n" in env.get(var, ""):
                 raise Failure(4, f"{var} holds a newline")
         try:
-            status, text = ask_agent(conf.get("socket") or DEFAULT_SOCKET, encode_request(env, raw))
+            status, text = ask_agent(sock, encode_request(env, raw))
         except Failure as f:
             if cmd == "STATUS":
                 raise Failure(50, f.msg) from None
             raise
         stdout.write(text)
         return status
-    except Failure as f:
+    except Exception as e:  # noqa: BLE001 - the runtime must always get CNI error JSON, never a traceback
+        f = e if isinstance(e, Failure) else Failure(999, f"trellis-cni: internal error: {type(e).__name__}: {e}")
         import json
-        err = {"cniVersion": version, "code": f.code, "msg": f.msg}
+        err = {"cniVersion": version if isinstance(version, str) else "1.1.0", "code": f.code, "msg": f.msg}
         if f.details:
             err["details"] = f.details
         stdout.write(json.dumps(err) + "\n")

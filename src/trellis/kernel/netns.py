@@ -51,6 +51,45 @@ def in_netns(name: str | None) -> Iterator[None]:
         os.close(own)
 
 
+NS_GET_NSTYPE = 0xB703  # ioctl(2) on a namespace file: which kind it is (Linux 4.11)
+
+
+def netns_path_problem(path: str) -> str | None:
+    """Why ``path`` is not a network namespace file (None when it is). Never blocks: a FIFO,
+    a socket or a device is refused from its mode before anything opens it, and the file is
+    opened non-blocking; the kernel then says what kind of namespace it is."""
+    import fcntl
+    import stat
+    try:
+        st = os.stat(path)
+    except ValueError:  # a NUL byte
+        return f"{path!r} is not a path"
+    except OSError as e:
+        return f"{path}: {e.strerror}"
+    if not stat.S_ISREG(st.st_mode):
+        return f"{path} is not a namespace file (it is a {_kind(st.st_mode)})"
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | getattr(os, "O_NOCTTY", 0))
+    except OSError as e:
+        return f"{path}: {e.strerror}"
+    try:
+        kind = fcntl.ioctl(fd, NS_GET_NSTYPE)
+    except OSError:
+        return f"{path} is not a namespace file"
+    finally:
+        os.close(fd)
+    return None if kind == CLONE_NEWNET else f"{path} is a namespace but not a network namespace"
+
+
+def _kind(mode: int) -> str:
+    import stat
+    for test, name in ((stat.S_ISDIR, "directory"), (stat.S_ISFIFO, "FIFO"), (stat.S_ISSOCK, "socket"),
+                       (stat.S_ISCHR, "character device"), (stat.S_ISBLK, "block device")):
+        if test(mode):
+            return name
+    return "special file"
+
+
 def exists(name: str) -> bool:
     return os.path.exists(os.path.join(NETNS_DIR, name))
 

@@ -1,4 +1,4 @@
-"""The lab's controller manager: scheduler, workload and EndpointSlice controllers in one process."""
+"""The lab's controller manager: scheduler, workload, EndpointSlice and node lifecycle controllers."""
 from __future__ import annotations
 
 import argparse
@@ -10,10 +10,11 @@ import threading
 from trellis.kube.client import KubeClient
 from trellis.kube.informer import Informer
 from trellis.lab.endpointslices import EndpointSliceController
+from trellis.lab.nodelifecycle import NodeLifecycleController
 from trellis.lab.workloads import DeploymentController, ReplicaSetController, Scheduler
 
 
-def run(client: KubeClient, stop: threading.Event) -> None:
+def run(client: KubeClient, stop: threading.Event, node_grace: float = 40.0) -> None:
     pods = Informer(client, "v1", "pods")
     nodes = Informer(client, "v1", "nodes")
     rsets = Informer(client, "apps/v1", "replicasets")
@@ -22,7 +23,8 @@ def run(client: KubeClient, stop: threading.Event) -> None:
     slices = Informer(client, "discovery.k8s.io/v1", "endpointslices")
     controllers = [Scheduler(client, pods, nodes), ReplicaSetController(client, pods, rsets),
                    DeploymentController(client, deploys, rsets),
-                   EndpointSliceController(client, services, pods, slices)]
+                   EndpointSliceController(client, services, pods, slices),
+                   NodeLifecycleController(client, nodes, grace=node_grace)]
     informers = (pods, nodes, rsets, deploys, services, slices)
     for inf in informers:
         inf.start()
@@ -39,13 +41,15 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="trellis-controller-manager",
                                 description="The lab's scheduler and workload controllers.")
     p.add_argument("--server", required=True)
+    p.add_argument("--node-monitor-grace-period", type=float, default=40.0,
+                   help="seconds without a kubelet heartbeat (its Lease) before a node's Ready is Unknown")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s controller-manager %(levelname)s %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    run(KubeClient(args.server), stop)
+    run(KubeClient(args.server), stop, args.node_monitor_grace_period)
     return 0
 
 

@@ -164,7 +164,7 @@ def _spawn(cfg: LabConfig, component: str, argv: list[str], netns: str | None = 
     # give the process a private mount namespace, and the pod namespaces a kubelet then
     # creates (bind mounts under /run/netns) would be invisible to everyone else.
     full = (["nsenter", f"--net={os.path.join(kns.NETNS_DIR, netns)}", "--"] if netns else []) + argv
-    env = dict(os.environ, PYTHONUNBUFFERED="1", TRELLIS_LAB=cfg.name)
+    env = dict(os.environ, PYTHONUNBUFFERED="1", TRELLIS_LAB=cfg.name, **{MEMBER_ENV: cfg.name})
     with open(os.path.join(logs, f"{component}.log"), "ab") as log:
         p = subprocess.Popen(full, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                              start_new_session=True, env=env, cwd=cfg.dir)
@@ -197,17 +197,35 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def _pids_mentioning(text: str) -> list[int]:
+# Every process a lab starts carries this in its environment, and its children inherit it
+# (pod sandboxes too): lab down finds its processes by exact identity, never by a substring.
+MEMBER_ENV = "TRELLIS_LAB_MEMBER"
+
+
+def lab_pids(name: str, lab_dir_path: str) -> list[int]:
+    """Processes of lab ``name``: ``TRELLIS_LAB_MEMBER=<name>`` exactly in /proc/PID/environ,
+    or (processes of a lab started before the marker) an argument that is the lab's directory
+    or a path under it, whole. Lab 'barrel' never matches lab 'barrelx'."""
+    marker = f"{MEMBER_ENV}={name}".encode()
+    d = lab_dir_path.rstrip("/").encode()
     out = []
-    for d in os.listdir("/proc"):
-        if not d.isdigit() or int(d) == os.getpid():
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit() or int(pid) == os.getpid():
             continue
         try:
-            with open(f"/proc/{d}/cmdline", "rb") as f:
-                if text.encode() in f.read():
-                    out.append(int(d))
+            with open(f"/proc/{pid}/environ", "rb") as f:
+                if marker in f.read().split(b"\0"):
+                    out.append(int(pid))
+                    continue
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                args = f.read().split(b"\0")
         except OSError:
-            pass
+            continue
+        for a in args:
+            value = a.split(b"=", 1)[1] if a.startswith(b"--") and b"=" in a else a
+            if value == d or value.startswith(d + b"/"):
+                out.append(int(pid))
+                break
     return out
 
 
@@ -302,7 +320,9 @@ def _build(cfg: LabConfig, progress: Progress, timeout: float) -> None:
     write_kubeconfig(cfg)
     server = f"http://{MASTER_IP}:{API_PORT}"
     progress("starting the scheduler and controllers")
-    _spawn(cfg, "controller-manager", [py, "-m", "trellis.lab.controllermanager", "--server", server],
+    # TRELLIS_NODE_MONITOR_GRACE: seconds without a kubelet Lease renewal before Ready is Unknown
+    _spawn(cfg, "controller-manager", [py, "-m", "trellis.lab.controllermanager", "--server", server,
+                                       "--node-monitor-grace-period", os.environ.get("TRELLIS_NODE_MONITOR_GRACE", "40")],
            cfg.ns("master"))
     if cfg.cni == "trellis":
         progress("installing trellis' resource definitions and the LoadBalancer pool")
@@ -583,8 +603,7 @@ def down(name: str, force: bool = False, progress: Progress = lambda s: None) ->
     spaces = owned_netns(name)
     for ns in spaces:
         pids += kns.pids(ns)
-    if os.path.isdir(d):
-        pids += _pids_mentioning(d)
+    pids += lab_pids(name, d)  # also after a crash took the directory: the marker finds them
     pids = sorted(set(pids))
     if pids:
         progress(f"stopping {len(pids)} processes")

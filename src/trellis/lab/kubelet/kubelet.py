@@ -2,12 +2,15 @@
 
 It registers its Node (addresses, capacity, a Ready condition kept fresh by
 heartbeats), watches the pods bound to it, and runs one ``PodWorker`` per pod.
-On start it removes what a previous kubelet of this node left behind (pods are
-then started afresh), so a kubelet killed with -9 leaks nothing.
+On start it adopts the pods a previous kubelet of this node left running (same
+sandbox, address and container processes: a kubelet restart is invisible to pods)
+and removes whatever it cannot adopt or whose pod is gone, so a kubelet killed
+with -9 leaks nothing.
 """
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import logging
 import os
@@ -27,6 +30,7 @@ from trellis.lab.kubelet.runtime import kill_group, pid_alive
 
 log = logging.getLogger("trellis.kubelet")
 HEARTBEAT = 5.0
+LEASE_NS = "kube-node-lease"
 
 
 class Kubelet:
@@ -105,8 +109,26 @@ class Kubelet:
         self.client.patch("v1", "nodes", self.node, {"metadata": {"labels": obj["metadata"]["labels"]}})
         self.client.patch("v1", "nodes", self.node, {"status": obj["status"]}, sub="status")
 
+    def renew_lease(self) -> None:
+        """The node's heartbeat proper (what the node lifecycle controller reads): the Lease
+        ``kube-node-lease/<node>``, renewed every HEARTBEAT seconds."""
+        stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        spec = {"holderIdentity": self.node, "leaseDurationSeconds": 40, "renewTime": stamp}
+        try:
+            self.client.patch("coordination.k8s.io/v1", "leases", self.node, {"spec": spec}, LEASE_NS)
+        except ApiError as e:
+            if e.code != 404:
+                raise
+            self.client.create("coordination.k8s.io/v1", "leases", {
+                "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+                "metadata": {"name": self.node, "namespace": LEASE_NS}, "spec": spec}, LEASE_NS)
+
     def heartbeat(self) -> None:
         while not self.stop.wait(HEARTBEAT):
+            try:
+                self.renew_lease()
+            except ApiError as e:
+                log.debug("lease renewal failed: %s", e)
             try:
                 self.client.patch("v1", "nodes", self.node, {"status": {"conditions": self.node_status()["conditions"]}},
                                   sub="status")
@@ -119,9 +141,12 @@ class Kubelet:
                 log.debug("heartbeat failed: %s", e)
 
     # -- pods --
-    def cleanup_leftovers(self) -> None:
-        """Remove sandboxes, networks and namespaces a previous kubelet of this node left."""
+    def cleanup_leftovers(self, keep: set[str] = frozenset()) -> None:
+        """Remove sandboxes, networks and namespaces a previous kubelet of this node left
+        (all but the pods in ``keep``, which are adopted)."""
         for uid in os.listdir(self.pods_dir):
+            if uid in keep:
+                continue
             d = os.path.join(self.pods_dir, uid)
             try:
                 with open(os.path.join(d, "pod.json")) as f:
@@ -161,6 +186,8 @@ class Kubelet:
                         "deletionTimestamp"):
                     return  # finished before this kubelet started
                 w = PodWorker(self, pod)
+                if os.path.isdir(w.dir) and not w.adopt():
+                    self.cleanup_leftovers(keep=set(os.listdir(self.pods_dir)) - {uid})  # start afresh
                 self.workers[uid] = w
                 w.update(pod)
                 w.start()
@@ -168,13 +195,25 @@ class Kubelet:
                 w.update(pod)
 
     def run(self) -> None:
-        self.cleanup_leftovers()
         self.register()
+        try:
+            self.renew_lease()
+        except ApiError as e:
+            log.warning("node lease: %s", e)
         threading.Thread(target=self.heartbeat, daemon=True, name="heartbeat").start()
         self.svcs.start()
         self.svcs.synced.wait(10)
         self.pods.add_handler(self.on_pod)
         self.pods.start()
+        # the first list has made a worker (adopted or fresh) for every pod bound here: the rest goes
+        while not self.pods.synced.wait(1.0):
+            if self.stop.is_set():
+                return
+        with self.lock:
+            self.cleanup_leftovers(keep=set(self.workers))
+            adopted = sum(1 for w in self.workers.values() if w.adopted)
+        log.info("started: %d pods adopted from a previous kubelet, %d started afresh, leftovers removed",
+                 adopted, len(self.workers) - adopted)
         self.stop.wait()
 
     def shutdown(self) -> None:

@@ -72,6 +72,7 @@ class PodWorker(threading.Thread):
         self.phase = "Pending"
         self.message = ""
         self.attached = False
+        self.adopted = False
 
     # -- called from the informer --
     def update(self, pod: dict) -> None:
@@ -88,7 +89,7 @@ class PodWorker(threading.Thread):
     # -- lifecycle --
     def run(self) -> None:
         try:
-            if not self.terminating.is_set():
+            if not self.terminating.is_set() and not self.adopted:
                 self._setup_with_retry()
             while not self.terminating.is_set():
                 self._tick()
@@ -115,10 +116,14 @@ class PodWorker(threading.Thread):
                 self.terminating.wait(delay)
                 delay = min(delay * 2, 10)
 
+    def _save_meta(self) -> None:
+        with open(os.path.join(self.dir, "pod.json"), "w") as f:
+            json.dump({"uid": self.uid, "namespace": self.ns, "name": self.name, "netns": self.netns,
+                       "ip": self.ip}, f)
+
     def _setup(self) -> None:
         os.makedirs(self.dir, exist_ok=True)
-        with open(os.path.join(self.dir, "pod.json"), "w") as f:
-            json.dump({"uid": self.uid, "namespace": self.ns, "name": self.name, "netns": self.netns}, f)
+        self._save_meta()
         if self.netns:
             kns.add(self.netns)
             att = self._attachment()
@@ -128,6 +133,7 @@ class PodWorker(threading.Thread):
             if not self.ip:
                 raise CNIError("-", "ADD", 999, f"CNI result has no IPv4 address for eth0: {result}")
             self.k.cni.check(att)  # the attachment is what the result says, before anything runs in it
+            self._save_meta()
         hosts = podspec.hosts_file(self.pod, self.ip or "")
         resolv = podspec.resolv_conf(self.pod, self.k.node_resolv)
         self.sandbox.start(hosts, resolv)
@@ -143,6 +149,11 @@ class PodWorker(threading.Thread):
     def _event(self, type: str, reason: str, message: str, container: str | None = None) -> None:
         self.k.events.event(self.pod, type, reason, message, kind="Pod", api_version="v1",
                             field_path=f"spec.containers{{{container}}}" if container else "")
+
+    def adopt(self) -> bool:
+        """Take over this pod as a previous kubelet left it running (``adopt.adopt``)."""
+        from trellis.lab.kubelet.adopt import adopt
+        return adopt(self)
 
     def _attachment(self) -> Attachment:
         return Attachment(container_id=self.uid, netns_path=os.path.join(kns.NETNS_DIR, self.netns),
@@ -192,6 +203,8 @@ class PodWorker(threading.Thread):
         self._event(NORMAL, "Started", f"Started container: {name}", name)
         with open(os.path.join(self.dir, f"{r.spec['name']}.env.json"), "w") as f:
             json.dump({"env": r.container.env, "cwd": r.container.cwd}, f)  # for `trellis exec`
+        with open(os.path.join(self.dir, f"{r.spec['name']}.pid.json"), "w") as f:
+            json.dump(r.container.record(), f)  # for a restarted kubelet to adopt it
         r.started_at, r.started_mono = now(), time.monotonic()
         r.state = {"running": {"startedAt": r.started_at}}
         for kind in ("readiness", "liveness", "startup"):

@@ -50,6 +50,16 @@ def kill_group(pid: int, sig: int) -> None:
             pass
 
 
+def proc_starttime(pid: int) -> int | None:
+    """The process's start time in clock ticks since boot (/proc/PID/stat field 22): with the
+    pid, an identity that a recycled pid does not share."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return int(f.read().rsplit(") ", 1)[1].split()[19])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 class Sandbox:
     def __init__(self, pod_dir: str, netns: str | None, hostname: str) -> None:
         self.pod_dir, self.netns, self.hostname = pod_dir, netns, hostname
@@ -92,7 +102,27 @@ class Sandbox:
 
     def save(self) -> None:
         with open(os.path.join(self.pod_dir, "sandbox.json"), "w") as f:
-            json.dump({"pid": self.pid, "netns": self.netns, "hostname": self.hostname}, f)
+            json.dump({"pid": self.pid, "netns": self.netns, "hostname": self.hostname,
+                       "starttime": proc_starttime(self.pid)}, f)
+
+    def adopt(self) -> bool:
+        """Take over the sandbox a previous kubelet started (after it was killed): only the same
+        process (pid and start time), still the pause ``sleep``, still in the pod's netns."""
+        try:
+            with open(os.path.join(self.pod_dir, "sandbox.json")) as f:
+                saved = json.load(f)
+            pid = int(saved["pid"])
+            with open(f"/proc/{pid}/comm") as f:
+                if f.read().strip() != "sleep":
+                    return False
+            if saved.get("starttime") is not None and proc_starttime(pid) != saved["starttime"]:
+                return False
+            if self.netns and os.stat(f"/proc/{pid}/ns/net").st_ino != os.stat(self.netns_path).st_ino:
+                return False
+        except (OSError, ValueError, KeyError, TypeError):
+            return False
+        self.pid, self.proc = pid, None
+        return True
 
     def enter_argv(self, argv: list[str], cwd: str | None = None) -> list[str]:
         ns = ["-n"] if self.netns else []
@@ -138,6 +168,9 @@ class Container:
     def pid(self) -> int | None:
         return self.proc.pid if self.proc else None
 
+    def record(self) -> dict:
+        return {"pid": self.pid, "starttime": proc_starttime(self.pid) if self.pid else None}
+
     def poll(self) -> int | None:
         return self.proc.poll() if self.proc else None
 
@@ -150,3 +183,33 @@ class Container:
         except subprocess.TimeoutExpired:
             kill_group(self.proc.pid, signal.SIGKILL)
             self.proc.wait(timeout=5)
+
+
+class AdoptedContainer(Container):
+    """A container process a previous kubelet started. It is not our child, so its exit
+    status cannot be read: it is reported as 255 (Unknown) when it is gone."""
+
+    def __init__(self, sandbox: Sandbox, name: str, env: dict[str, str], cwd: str, log_path: str,
+                 pid: int, starttime: int | None) -> None:
+        super().__init__(sandbox, name, [], env, cwd, log_path)
+        self._pid, self._starttime = pid, starttime
+
+    @property
+    def pid(self) -> int | None:
+        return self._pid
+
+    def alive(self) -> bool:
+        return pid_alive(self._pid) and (self._starttime is None or proc_starttime(self._pid) == self._starttime)
+
+    def poll(self) -> int | None:
+        return None if self.alive() else 255
+
+    def stop(self, grace: float) -> None:
+        if not self.alive():
+            return
+        kill_group(self._pid, signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        while self.alive() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if self.alive():
+            kill_group(self._pid, signal.SIGKILL)
