@@ -2,7 +2,7 @@
 
 Each request: {"method", "url", "host", "sni"?, "ca"? (PEM file to verify against, with the
 hostname checked against sni)}. Each answer: {"status", "headers" (lower-case names), "body",
-"cert_cn"} or {"error"}. A fresh connection per request, as the conformance suite's client.
+"cert_cn"} or {"error"}; "timeout" (s, default 5). A fresh connection per request, as the conformance suite's client.
 """
 import http.client
 import json
@@ -25,7 +25,7 @@ def one(req: dict) -> dict:
             c = http.client.HTTPSConnection(u.hostname, u.port or 443, timeout=5)
             c.sock = sock
         else:
-            c = http.client.HTTPConnection(u.hostname, u.port or 80, timeout=5)
+            c = http.client.HTTPConnection(u.hostname, u.port or 80, timeout=req.get("timeout", 5))
         c.request(req.get("method", "GET"), target, body=req.get("body"),
                   headers={"Host": req["host"], "User-Agent": "Go-http-client/1.1"})
         r = c.getresponse()

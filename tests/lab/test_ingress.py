@@ -384,7 +384,9 @@ def test_policy_judges_the_ingress_pod_and_explain_says_so(kc, lab, lb_ip):
                                               "metadata": {"name": "only-outside"}, "spec": {
             "podSelector": sel, "ingress": [{"from": [{"ipBlock": {"cidr": f"{topology.CLIENT_IP}/32"}}]}]}}, NS)
         assert explain()["verdict"] == "denied"
-        wait_for(lambda: get(lab, lb_ip, "explain.example", "/x").get("status") == 503, 20, "the backends blocked")
+        # haproxy retries a rejected connection (about 7 s) before it answers 503
+        wait_for(lambda: get(lab, lb_ip, "explain.example", "/x", timeout=20).get("status") == 503, 40,
+                 "the backends blocked")
         kc.patch(np_api, "networkpolicies", "only-outside", {"spec": {"ingress": [{"from": [{
             "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
             "podSelector": {"matchLabels": {"app.kubernetes.io/name": "trellis-ingress"}}}]}]}}, NS)
