@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 VERBS = ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"]
+STREAM_VERBS = {"log": ["get"], "exec": ["create", "get"], "portforward": ["create", "get"]}
 
 
 @dataclass(frozen=True)
@@ -51,7 +52,7 @@ def _core(kind, plural, namespaced, short=(), sub=(), cats=()):
 BUILTIN: list[Resource] = [
     _core("Namespace", "namespaces", False, ["ns"], ["status"]),
     _core("Node", "nodes", False, ["no"], ["status"]),
-    _core("Pod", "pods", True, ["po"], ["status", "log"], ["all"]),
+    _core("Pod", "pods", True, ["po"], ["status", "log", "exec", "portforward"], ["all"]),
     _core("Service", "services", True, ["svc"], ["status"], ["all"]),
     _core("Endpoints", "endpoints", True, ["ep"]),
     _core("Binding", "bindings", True),
@@ -145,8 +146,9 @@ class Registry:
                           "kind": r.kind, "verbs": VERBS, "shortNames": list(r.short_names),
                           **({"categories": list(r.categories)} if r.categories else {})})
             for sub in r.subresources:
-                verbs = ["get"] if sub == "log" else ["get", "patch", "update"]
-                kind = {"scale": "Scale", "log": "Pod"}.get(sub, r.kind)
+                verbs = STREAM_VERBS.get(sub, ["get", "patch", "update"])
+                kind = {"scale": "Scale", "log": "Pod", "exec": "PodExecOptions",
+                        "portforward": "PodPortForwardOptions"}.get(sub, r.kind)
                 entry = {"name": f"{r.plural}/{sub}", "singularName": "", "namespaced": r.namespaced,
                          "kind": kind, "verbs": verbs}
                 if sub == "scale":

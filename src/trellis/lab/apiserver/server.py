@@ -28,9 +28,11 @@ from trellis.lab.apiserver import errors, eventsapi, openapi2, tables
 from trellis.lab.apiserver.api import Api
 from trellis.lab.apiserver.resources import Resource
 from trellis.lab.apiserver.store import Store, Watcher, dumps
+from trellis.lab.apiserver.streams import exec_pod
 
 log = logging.getLogger("trellis.apiserver")
 BOOKMARK_INTERVAL = 5.0
+STREAMING = {"exec": exec_pod}  # pods/<sub> served over an upgraded connection
 VERSION = {"major": "1", "minor": "32", "gitVersion": "v1.32.0-trellis", "gitCommit": "trellis",
            "gitTreeState": "clean", "buildDate": "2026-01-01T00:00:00Z", "goVersion": "python",
            "compiler": "cpython", "platform": "linux/amd64"}
@@ -158,6 +160,8 @@ class Server:
                 return await self.watch(request, res, ns, name)
             if sub == "log" and res.key == "/pods":
                 return await self.pod_log(request, api.get(res, nsq, name))
+            if sub in STREAMING and res.key == "/pods":
+                return await STREAMING[sub](request, api.get(res, nsq, name), self.state_dir)
             if sub == "binding" and res.key == "/pods" and m == "POST":
                 return jresp(api.bind(nsq, name, await self.body(request)), 201)
             if sub == "scale":
