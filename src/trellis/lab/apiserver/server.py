@@ -28,11 +28,12 @@ from trellis.lab.apiserver import errors, eventsapi, openapi2, tables
 from trellis.lab.apiserver.api import Api
 from trellis.lab.apiserver.resources import Resource
 from trellis.lab.apiserver.store import Store, Watcher, dumps
+from trellis.lab.apiserver.podforward import portforward_pod
 from trellis.lab.apiserver.streams import exec_pod
 
 log = logging.getLogger("trellis.apiserver")
 BOOKMARK_INTERVAL = 5.0
-STREAMING = {"exec": exec_pod}  # pods/<sub> served over an upgraded connection
+STREAMING = {"exec": exec_pod, "portforward": portforward_pod}  # pods/<sub> served over an upgraded connection
 VERSION = {"major": "1", "minor": "32", "gitVersion": "v1.32.0-trellis", "gitCommit": "trellis",
            "gitTreeState": "clean", "buildDate": "2026-01-01T00:00:00Z", "goVersion": "python",
            "compiler": "cpython", "platform": "linux/amd64"}
