@@ -78,11 +78,22 @@ BUILTIN: list[Resource] = [
     Resource("coordination.k8s.io", "v1", "Lease", "leases", True),
     Resource("apiextensions.k8s.io", "v1", "CustomResourceDefinition", "customresourcedefinitions",
              False, ("crd", "crds"), ("status",)),
+    # the kinds kubectl's generators create ('kubectl create job|cronjob|role|pdb|priorityclass ...')
+    Resource("batch", "v1", "Job", "jobs", True, (), ("status",), categories=("all",)),
+    Resource("batch", "v1", "CronJob", "cronjobs", True, ("cj",), ("status",), categories=("all",)),
+    Resource("rbac.authorization.k8s.io", "v1", "Role", "roles", True),
+    Resource("rbac.authorization.k8s.io", "v1", "RoleBinding", "rolebindings", True),
+    Resource("rbac.authorization.k8s.io", "v1", "ClusterRole", "clusterroles", False),
+    Resource("rbac.authorization.k8s.io", "v1", "ClusterRoleBinding", "clusterrolebindings", False),
+    Resource("policy", "v1", "PodDisruptionBudget", "poddisruptionbudgets", True, ("pdb",), ("status",)),
+    Resource("scheduling.k8s.io", "v1", "PriorityClass", "priorityclasses", False, ("pc",)),
 ]
 
 # Preferred version per group, as Kubernetes lists it.
 PREFERRED = {"": "v1", "apps": "v1", "extensions": "v1beta1", "discovery.k8s.io": "v1",
-             "events.k8s.io": "v1",              "networking.k8s.io": "v1", "coordination.k8s.io": "v1", "apiextensions.k8s.io": "v1"}
+             "events.k8s.io": "v1", "networking.k8s.io": "v1", "coordination.k8s.io": "v1",
+             "apiextensions.k8s.io": "v1", "batch": "v1", "rbac.authorization.k8s.io": "v1", "policy": "v1",
+             "scheduling.k8s.io": "v1"}
 
 
 class Registry:

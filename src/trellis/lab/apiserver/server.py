@@ -24,7 +24,7 @@ from aiohttp import web
 
 from trellis.kernel.netns import in_netns
 from trellis.kube import selectors
-from trellis.lab.apiserver import errors, eventsapi, openapi2, tables
+from trellis.lab.apiserver import errors, eventsapi, openapi2, protobuf, tables
 from trellis.lab.apiserver.api import Api
 from trellis.lab.apiserver.resources import Resource
 from trellis.lab.apiserver.store import Store, Watcher, dumps
@@ -129,9 +129,7 @@ class Server:
         if not raw:
             return {}
         if "protobuf" in (request.content_type or ""):
-            raise errors.ApiError(415, "UnsupportedMediaType", "the lab API server speaks JSON and YAML, not "
-                                  "protobuf; use 'kubectl apply -f' (or 'trellis apply') instead of typed "
-                                  "generators such as 'kubectl create deployment' or 'kubectl run'")
+            return protobuf.decode(raw)  # kubectl's typed clients; answered in JSON
         if "yaml" in (request.content_type or ""):
             return yaml.safe_load(raw)
         return json.loads(raw)
