@@ -102,8 +102,7 @@ def test_cronjob_creates_jobs_on_schedule(kubectl, kc):
         cj = kc.get("batch/v1", "cronjobs", "tick", "default")
         jobs, _ = kc.list("batch/v1", "jobs", "default")
         mine = [j for j in jobs if j["metadata"]["name"] != "manual" and any(
-            r.get("uid") == cj["metadata"]["uid"]
-                                       for r in j["metadata"].get("ownerReferences") or [])]
+            r.get("uid") == cj["metadata"]["uid"] for r in j["metadata"].get("ownerReferences") or [])]
         return (cj, mine) if mine and cj.get("status", {}).get("lastScheduleTime") else None
     cj, jobs = wait_for(scheduled, 75, "the CronJob's first scheduled Job")  # at the next minute
     name = jobs[0]["metadata"]["name"]
