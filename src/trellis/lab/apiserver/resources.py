@@ -93,7 +93,8 @@ BUILTIN: list[Resource] = [
 PREFERRED = {"": "v1", "apps": "v1", "extensions": "v1beta1", "discovery.k8s.io": "v1",
              "events.k8s.io": "v1", "networking.k8s.io": "v1", "coordination.k8s.io": "v1",
              "apiextensions.k8s.io": "v1", "batch": "v1", "rbac.authorization.k8s.io": "v1", "policy": "v1",
-             "scheduling.k8s.io": "v1"}
+             "scheduling.k8s.io": "v1",
+             "metrics.k8s.io": "v1beta1"}
 
 
 class Registry:

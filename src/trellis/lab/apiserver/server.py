@@ -24,7 +24,7 @@ from aiohttp import web
 
 from trellis.kernel.netns import in_netns
 from trellis.kube import selectors
-from trellis.lab.apiserver import errors, eventsapi, openapi2, protobuf, tables
+from trellis.lab.apiserver import errors, eventsapi, metrics, openapi2, protobuf, tables
 from trellis.lab.apiserver.api import Api
 from trellis.lab.apiserver.resources import Resource
 from trellis.lab.apiserver.store import Store, Watcher, dumps
@@ -51,6 +51,8 @@ class Server:
     def __init__(self, api: Api, state_dir: str) -> None:
         self.api = api
         self.state_dir = state_dir
+        for r in metrics.RESOURCES:  # computed from the kubelets' samples, never stored
+            api.registry.add(r)
 
     # -- routing --
     def parse(self, path: str):
@@ -111,6 +113,8 @@ class Server:
                 return jresp(doc)
             if res is None:
                 raise errors.ApiError(404, "NotFound", f"the server could not find the requested resource ({path})")
+            if res.group == metrics.GROUP:
+                return jresp(metrics.serve(request.method, res, ns, name, self.state_dir))
             if res.namespaced and ns is None and name is not None and request.method != "GET":
                 raise errors.ApiError(404, "NotFound", "the server could not find the requested resource")
             return await self.dispatch(request, res, ns, name, sub, watch)

@@ -24,6 +24,7 @@ from trellis.kube.informer import Informer
 from trellis.lab.kubelet.cni import Attachment, CNIRuntime
 from trellis.lab.kubelet.pods import PodWorker, now
 from trellis.lab.kubelet.runtime import kill_group, pid_alive
+from trellis.lab.kubelet.stats import StatsCollector
 
 log = logging.getLogger("trellis.kubelet")
 HEARTBEAT = 5.0
@@ -171,6 +172,7 @@ class Kubelet:
         self.cleanup_leftovers()
         self.register()
         threading.Thread(target=self.heartbeat, daemon=True, name="heartbeat").start()
+        StatsCollector(self).start()  # for metrics.k8s.io (kubectl top)
         self.svcs.start()
         self.svcs.synced.wait(10)
         self.pods.add_handler(self.on_pod)
