@@ -242,3 +242,32 @@ def test_port_forward_moves_a_megabyte_each_way(env, kc, forward):
             got += chunk
         t.join()
     assert bytes(got) == blob
+
+
+def parse_cpu(text):
+    return int(text[:-1]) if text.endswith("m") else int(text) * 1000
+
+
+def test_top_pods_and_nodes_measure_the_pods_processes(env, kc, web):
+    kc.create("v1", "pods", {"metadata": {"name": "burn", "labels": {"app": "burn"}}, "spec": {"containers": [
+        {"name": "c", "image": "busybox", "command": ["sh", "-c", "while :; do :; done"]}]}}, "default")
+    try:
+        running_pods(kc, "default", "app=burn", 1)
+
+        def rows():
+            p = kubectl(env, "top", "pods", "--no-headers")
+            got = {line.split()[0]: line.split()[1:] for line in p.stdout.splitlines()} if p.returncode == 0 else {}
+            return got if "burn" in got and parse_cpu(got["burn"][0]) > 300 else None
+        got = wait_for(rows, 40, "kubectl top pods to show the busy pod")
+        idle = web[0]["metadata"]["name"]
+        assert parse_cpu(got[idle][0]) < 100  # the agnhost pods only wait for connections
+        assert got[idle][1].endswith("Mi") and int(got[idle][1][:-2]) > 1  # python's resident memory
+        p = kubectl(env, "top", "pod", "burn", "--containers", "--no-headers")
+        assert p.returncode == 0 and p.stdout.split()[:2] == ["burn", "c"], p.stdout + p.stderr
+        p = kubectl(env, "top", "nodes", "--no-headers")
+        nodes = {line.split()[0]: line.split()[1:] for line in p.stdout.splitlines()}
+        assert p.returncode == 0 and set(nodes) == {"node-1", "node-2"}, p.stdout + p.stderr
+        burn_node = kc.get("v1", "pods", "burn", "default")["spec"]["nodeName"]
+        assert parse_cpu(nodes[burn_node][0]) > 300 and nodes[burn_node][1].endswith("%")
+    finally:
+        kc.delete("v1", "pods", "burn", "default", grace_period=0)

@@ -30,6 +30,7 @@ from trellis.lab.apiserver.resources import Resource
 from trellis.lab.apiserver.store import Store, Watcher, dumps
 from trellis.lab.apiserver.podforward import portforward_pod
 from trellis.lab.apiserver.streams import exec_pod
+from trellis.lab.kubelet import logstamps
 
 log = logging.getLogger("trellis.apiserver")
 BOOKMARK_INTERVAL = 5.0
@@ -372,17 +373,24 @@ class Server:
             raise errors.bad_request(f"a container name must be specified for pod {pod['metadata']['name']}, "
                                      f"choose one of: {containers}")
         node = pod["spec"].get("nodeName")
+        previous = request.query.get("previous") in ("1", "true")
         path = os.path.join(self.state_dir, "nodes", node or "-", "pods", pod["metadata"]["uid"],
-                            f"{container}.log")
+                            f"{container}.previous.log" if previous else f"{container}.log")
+        if previous and not os.path.exists(path):
+            raise errors.bad_request(f'previous terminated container "{container}" in pod '
+                                     f'"{pod["metadata"]["name"]}" not found')
         if not os.path.exists(path):
             raise errors.bad_request(f'container "{container}" in pod "{pod["metadata"]["name"]}" is '
                                      "waiting to start")
         with open(path, "rb") as f:
             data = f.read()
+        stamps = logstamps.read_index(path) if request.query.get("timestamps") in ("1", "true") else None
+        if stamps is not None:
+            data = logstamps.stamp_lines(data, stamps)
         tail = request.query.get("tailLines")
         if tail:
             data = b"".join(data.splitlines(keepends=True)[-int(tail):])
-        if request.query.get("follow") not in ("1", "true"):
+        if previous or request.query.get("follow") not in ("1", "true"):
             return web.Response(body=data, content_type="text/plain")
         resp = web.StreamResponse(headers={"Content-Type": "text/plain"})
         await resp.prepare(request)

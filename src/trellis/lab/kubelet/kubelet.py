@@ -24,6 +24,7 @@ from trellis.kube.informer import Informer
 from trellis.lab.kubelet.cni import Attachment, CNIRuntime
 from trellis.lab.kubelet.pods import PodWorker, now
 from trellis.lab.kubelet.runtime import kill_group, pid_alive
+from trellis.lab.kubelet.logstamps import LogStamper
 from trellis.lab.kubelet.stats import StatsCollector
 
 log = logging.getLogger("trellis.kubelet")
@@ -173,6 +174,7 @@ class Kubelet:
         self.register()
         threading.Thread(target=self.heartbeat, daemon=True, name="heartbeat").start()
         StatsCollector(self).start()  # for metrics.k8s.io (kubectl top)
+        LogStamper(self).start()  # for logs --timestamps
         self.svcs.start()
         self.svcs.synced.wait(10)
         self.pods.add_handler(self.on_pod)
