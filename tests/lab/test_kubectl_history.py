@@ -1,6 +1,5 @@
 """The real kubectl's history verbs: rollout history/undo --to-revision, logs --previous/--timestamps."""
 import datetime as dt
-import json
 import os
 import subprocess
 

@@ -1,5 +1,5 @@
 """The real kubectl's streaming verbs against a lab: exec (pipes and a TTY) and port-forward."""
-import json
+import fcntl
 import os
 import pty
 import select
@@ -8,7 +8,6 @@ import socket
 import struct
 import subprocess
 import termios
-import fcntl
 import time
 import urllib.request
 

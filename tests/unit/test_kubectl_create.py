@@ -1,5 +1,6 @@
 """Every `kubectl create` generator (protobuf bodies) against the lab API server: what is stored is
 what kubectl meant, as `--dry-run=client -o json` shows it."""
+import base64
 import json
 import os
 import subprocess
@@ -94,7 +95,7 @@ def test_create_secret_tls_and_run_and_expose(kubectl, tmp_path):
                     str(cert), "-days", "1", "-subj", "/CN=lab"], check=True, capture_output=True)
     kubectl("create", "secret", "tls", "t1", f"--cert={cert}", f"--key={key}")
     got = json.loads(kubectl("get", "secret", "t1", "-o", "json").stdout)
-    import base64
+
     assert got["type"] == "kubernetes.io/tls"
     assert base64.b64decode(got["data"]["tls.crt"]) == cert.read_bytes()
     kubectl("run", "pp", "--image=busybox", "--env=A=1", "--port=80", "--labels=x=y", "--restart=Never",
