@@ -270,3 +270,19 @@ def test_top_pods_and_nodes_measure_the_pods_processes(env, kc, web):
         assert parse_cpu(nodes[burn_node][0]) > 300 and nodes[burn_node][1].endswith("%")
     finally:
         kc.delete("v1", "pods", "burn", "default", grace_period=0)
+
+
+def test_exec_ends_when_the_pod_goes(env, kc):
+    kc.create("v1", "pods", {"metadata": {"name": "brief", "labels": {"app": "brief"}}, "spec": {
+        "terminationGracePeriodSeconds": 1, "containers": [
+            {"name": "c", "image": "busybox", "command": ["sleep", "3600"]}]}}, "default")
+    running_pods(kc, "default", "app=brief", 1)
+    p = subprocess.Popen(["kubectl", "exec", "brief", "--", "sh", "-c", "echo started; exec sleep 3600"], env=env,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert p.stdout.readline() == "started\n"
+        kc.delete("v1", "pods", "brief", "default")
+        assert p.wait(30) != 0  # the exec'd process died with the pod, and kubectl returned
+    finally:
+        if p.poll() is None:
+            p.kill()

@@ -33,7 +33,8 @@ from trellis.lab.apiserver.podtarget import PodTarget, container_name, locate
 log = logging.getLogger("trellis.apiserver.exec")
 PROTOCOLS = ("v5.channel.k8s.io", "v4.channel.k8s.io")
 STDIN, STDOUT, STDERR, ERROR, RESIZE, CLOSE = 0, 1, 2, 3, 4, 255
-DRAIN_AFTER_EXIT = 2.0  # output a background child still writes after the command exited
+DRAIN_AFTER_EXIT = 2.0
+SANDBOX_POLL = 1.0  # output a background child still writes after the command exited
 
 
 def _flag(q, name: str) -> bool:
@@ -158,6 +159,12 @@ class ExecSession:
             os.close(self.master)
             self.master = None
 
+    async def _sandbox_gone(self) -> None:
+        """The pod was torn down: its exec'd processes go with it, as a runtime kills a container's cgroup."""
+        while os.path.exists(f"/proc/{self.target.pid}/ns/net"):
+            await asyncio.sleep(SANDBOX_POLL)
+        self.kill()
+
     # -- client input --
     async def _write_stdin(self, data: bytes) -> None:
         if self.tty:
@@ -206,7 +213,11 @@ class ExecSession:
         pumps = await self._spawn()
         reader = asyncio.get_running_loop().create_task(self._read_client())
         waiter = asyncio.ensure_future(self._wait())
-        done, _ = await asyncio.wait({reader, waiter}, return_when=asyncio.FIRST_COMPLETED)
+        watch = asyncio.get_running_loop().create_task(self._sandbox_gone())
+        try:
+            done, _ = await asyncio.wait({reader, waiter}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            watch.cancel()
         if waiter not in done:  # the client went away first
             return
         code = waiter.result()
