@@ -10,6 +10,7 @@ import threading
 from trellis.kube.client import KubeClient
 from trellis.kube.informer import Informer
 from trellis.lab.endpointslices import EndpointSliceController
+from trellis.lab.jobs import CronJobController, JobController
 from trellis.lab.nodelifecycle import NodeLifecycleController
 from trellis.lab.workloads import DeploymentController, ReplicaSetController, Scheduler
 
@@ -21,11 +22,14 @@ def run(client: KubeClient, stop: threading.Event, node_grace: float = 40.0) -> 
     deploys = Informer(client, "apps/v1", "deployments")
     services = Informer(client, "v1", "services")
     slices = Informer(client, "discovery.k8s.io/v1", "endpointslices")
+    jobs = Informer(client, "batch/v1", "jobs")
+    cronjobs = Informer(client, "batch/v1", "cronjobs")
     controllers = [Scheduler(client, pods, nodes), ReplicaSetController(client, pods, rsets),
                    DeploymentController(client, deploys, rsets),
                    EndpointSliceController(client, services, pods, slices),
-                   NodeLifecycleController(client, nodes, grace=node_grace)]
-    informers = (pods, nodes, rsets, deploys, services, slices)
+                   NodeLifecycleController(client, nodes, grace=node_grace),
+                   JobController(client, jobs, pods), CronJobController(client, cronjobs, jobs)]
+    informers = (pods, nodes, rsets, deploys, services, slices, jobs, cronjobs)
     for inf in informers:
         inf.start()
     for inf in informers:

@@ -20,9 +20,14 @@ from trellis.kube.informer import Informer, Reconciler
 
 log = logging.getLogger("trellis.workloads")
 ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
+REVISION, CHANGE_CAUSE = "deployment.kubernetes.io/revision", "kubernetes.io/change-cause"
 
 
 def template_hash(template: dict) -> str:
+    template = copy.deepcopy(template)
+    md = template.get("metadata") or {}
+    if "creationTimestamp" in md and md["creationTimestamp"] is None:
+        del md["creationTimestamp"]  # what Go writes for the zero time: `rollout undo` sends it back
     digest = hashlib.sha256(json.dumps(template, sort_keys=True).encode()).digest()
     return "".join(ALPHABET[b % len(ALPHABET)] for b in digest[:10])
 
@@ -130,12 +135,14 @@ class DeploymentController(Reconciler):
         owned = [r for r in self.rsets.items() if r["metadata"]["namespace"] == ns and owned_by(r, uid)]
         new = next((r for r in owned if r["metadata"].get("labels", {}).get("pod-template-hash") == h), None)
         want = spec.get("replicas", 1)
+        top = max((revision(r) for r in owned), default=0)
         if new is None:
             tmpl.setdefault("metadata", {}).setdefault("labels", {})["pod-template-hash"] = h
             sel = copy.deepcopy(spec["selector"])
             sel.setdefault("matchLabels", {})["pod-template-hash"] = h
             rs = {"apiVersion": "apps/v1", "kind": "ReplicaSet", "metadata": {
                 "name": f"{name}-{h}", "namespace": ns, "ownerReferences": [owner_ref(d)],
+                "annotations": revision_annotations(d, top + 1),
                 "labels": {**(spec["template"].get("metadata", {}).get("labels") or {}), "pod-template-hash": h}},
                 "spec": {"replicas": want, "selector": sel, "template": tmpl}}
             try:
@@ -145,9 +152,26 @@ class DeploymentController(Reconciler):
                 if e.code != 409:
                     raise
                 new = self.client.get("apps/v1", "replicasets", rs["metadata"]["name"], ns)
-        elif new["spec"].get("replicas") != want:
-            self.client.patch("apps/v1", "replicasets", new["metadata"]["name"], {"spec": {"replicas": want}}, ns)
-            self._scaled(d, new, new["spec"].get("replicas", 0), want)
+        else:
+            patch = {}
+            if new["spec"].get("replicas") != want:
+                patch["spec"] = {"replicas": want}
+            if revision(new) < top or (revision(new) == 0 and top == 0):
+                # a template seen before (rollout undo): its ReplicaSet becomes the newest revision
+                patch["metadata"] = {"annotations": revision_annotations(d, top + 1)}
+            elif (new["metadata"].get("annotations") or {}).get(CHANGE_CAUSE) != (
+                    d["metadata"].get("annotations") or {}).get(CHANGE_CAUSE):
+                # the newest ReplicaSet follows the Deployment's change cause, as upstream
+                patch["metadata"] = {"annotations": {CHANGE_CAUSE: (d["metadata"].get("annotations") or {})
+                                                     .get(CHANGE_CAUSE)}}
+            if patch:
+                before = new["spec"].get("replicas", 0)
+                new = self.client.patch("apps/v1", "replicasets", new["metadata"]["name"], patch, ns)
+                if "spec" in patch:
+                    self._scaled(d, new, before, want)
+        rev = str(revision(new))
+        if (d["metadata"].get("annotations") or {}).get(REVISION) != rev:
+            self.client.patch("apps/v1", "deployments", name, {"metadata": {"annotations": {REVISION: rev}}}, ns)
         new_ready = new.get("status", {}).get("readyReplicas", 0)
         olds = [r for r in owned if r["metadata"]["uid"] != new["metadata"]["uid"]]
         old_budget = max(0, want - new_ready)  # old pods keep serving until new ones are ready
@@ -157,6 +181,7 @@ class DeploymentController(Reconciler):
             if r["spec"].get("replicas") != target:
                 self.client.patch("apps/v1", "replicasets", r["metadata"]["name"], {"spec": {"replicas": target}}, ns)
                 self._scaled(d, r, r["spec"].get("replicas", 0), target)
+        self._prune(olds, spec.get("revisionHistoryLimit", 10), ns)
         allrs = [new] + olds
         ready = sum(r.get("status", {}).get("readyReplicas", 0) for r in allrs)
         replicas = sum(r.get("status", {}).get("replicas", 0) for r in allrs)
@@ -168,6 +193,34 @@ class DeploymentController(Reconciler):
                                   "MinimumReplicasUnavailable"}]}
         if {k: d.get("status", {}).get(k) for k in status} != status:
             self.client.patch("apps/v1", "deployments", name, {"status": status}, ns, sub="status")
+
+
+    def _prune(self, olds: list[dict], limit: int, ns: str) -> None:
+        """Old ReplicaSets scaled to zero beyond revisionHistoryLimit go, oldest revision first."""
+        idle = sorted((r for r in olds if not r["spec"].get("replicas") and not r.get("status", {}).get("replicas")),
+                      key=revision)
+        for r in idle[:max(0, len(idle) - limit)]:
+            try:
+                self.client.delete("apps/v1", "replicasets", r["metadata"]["name"], ns)
+            except ApiError as e:
+                if e.code != 404:
+                    raise
+
+
+def revision(rs: dict) -> int:
+    try:
+        return int((rs["metadata"].get("annotations") or {}).get(REVISION, 0))
+    except ValueError:
+        return 0
+
+
+def revision_annotations(d: dict, rev: int) -> dict:
+    """What `kubectl rollout history` reads on a ReplicaSet: its revision and the change cause."""
+    out = {REVISION: str(rev)}
+    cause = (d["metadata"].get("annotations") or {}).get(CHANGE_CAUSE)
+    if cause:
+        out[CHANGE_CAUSE] = cause
+    return out
 
 
 class Scheduler(Reconciler):

@@ -16,7 +16,7 @@ import uuid
 from typing import Any
 
 from trellis.kube import selectors
-from trellis.lab.apiserver import admission, errors, eventsapi, patch as patching
+from trellis.lab.apiserver import admission, batch, errors, eventsapi, patch as patching  # noqa: F401 - batch registers
 from trellis.lab.apiserver.resources import Registry, Resource, resource_from_crd
 from trellis.lab.apiserver.services import Allocators
 from trellis.lab.apiserver.store import Store

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 VERBS = ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"]
+STREAM_VERBS = {"log": ["get"], "exec": ["create", "get"], "portforward": ["create", "get"]}
 
 
 @dataclass(frozen=True)
@@ -51,7 +52,7 @@ def _core(kind, plural, namespaced, short=(), sub=(), cats=()):
 BUILTIN: list[Resource] = [
     _core("Namespace", "namespaces", False, ["ns"], ["status"]),
     _core("Node", "nodes", False, ["no"], ["status"]),
-    _core("Pod", "pods", True, ["po"], ["status", "log"], ["all"]),
+    _core("Pod", "pods", True, ["po"], ["status", "log", "exec", "portforward"], ["all"]),
     _core("Service", "services", True, ["svc"], ["status"], ["all"]),
     _core("Endpoints", "endpoints", True, ["ep"]),
     _core("Binding", "bindings", True),
@@ -77,11 +78,23 @@ BUILTIN: list[Resource] = [
     Resource("coordination.k8s.io", "v1", "Lease", "leases", True),
     Resource("apiextensions.k8s.io", "v1", "CustomResourceDefinition", "customresourcedefinitions",
              False, ("crd", "crds"), ("status",)),
+    # the kinds kubectl's generators create ('kubectl create job|cronjob|role|pdb|priorityclass ...')
+    Resource("batch", "v1", "Job", "jobs", True, (), ("status",), categories=("all",)),
+    Resource("batch", "v1", "CronJob", "cronjobs", True, ("cj",), ("status",), categories=("all",)),
+    Resource("rbac.authorization.k8s.io", "v1", "Role", "roles", True),
+    Resource("rbac.authorization.k8s.io", "v1", "RoleBinding", "rolebindings", True),
+    Resource("rbac.authorization.k8s.io", "v1", "ClusterRole", "clusterroles", False),
+    Resource("rbac.authorization.k8s.io", "v1", "ClusterRoleBinding", "clusterrolebindings", False),
+    Resource("policy", "v1", "PodDisruptionBudget", "poddisruptionbudgets", True, ("pdb",), ("status",)),
+    Resource("scheduling.k8s.io", "v1", "PriorityClass", "priorityclasses", False, ("pc",)),
 ]
 
 # Preferred version per group, as Kubernetes lists it.
 PREFERRED = {"": "v1", "apps": "v1", "extensions": "v1beta1", "discovery.k8s.io": "v1",
-             "events.k8s.io": "v1",              "networking.k8s.io": "v1", "coordination.k8s.io": "v1", "apiextensions.k8s.io": "v1"}
+             "events.k8s.io": "v1", "networking.k8s.io": "v1", "coordination.k8s.io": "v1",
+             "apiextensions.k8s.io": "v1", "batch": "v1", "rbac.authorization.k8s.io": "v1", "policy": "v1",
+             "scheduling.k8s.io": "v1",
+             "metrics.k8s.io": "v1beta1"}
 
 
 class Registry:
@@ -145,8 +158,9 @@ class Registry:
                           "kind": r.kind, "verbs": VERBS, "shortNames": list(r.short_names),
                           **({"categories": list(r.categories)} if r.categories else {})})
             for sub in r.subresources:
-                verbs = ["get"] if sub == "log" else ["get", "patch", "update"]
-                kind = {"scale": "Scale", "log": "Pod"}.get(sub, r.kind)
+                verbs = STREAM_VERBS.get(sub, ["get", "patch", "update"])
+                kind = {"scale": "Scale", "log": "Pod", "exec": "PodExecOptions",
+                        "portforward": "PodPortForwardOptions"}.get(sub, r.kind)
                 entry = {"name": f"{r.plural}/{sub}", "singularName": "", "namespaced": r.namespaced,
                          "kind": kind, "verbs": verbs}
                 if sub == "scale":

@@ -24,13 +24,17 @@ from aiohttp import web
 
 from trellis.kernel.netns import in_netns
 from trellis.kube import selectors
-from trellis.lab.apiserver import errors, eventsapi, openapi2, tables
+from trellis.lab.apiserver import errors, eventsapi, metrics, openapi2, protobuf, tables
 from trellis.lab.apiserver.api import Api
 from trellis.lab.apiserver.resources import Resource
 from trellis.lab.apiserver.store import Store, Watcher, dumps
+from trellis.lab.apiserver.podforward import portforward_pod
+from trellis.lab.apiserver.streams import exec_pod
+from trellis.lab.kubelet import logstamps
 
 log = logging.getLogger("trellis.apiserver")
 BOOKMARK_INTERVAL = 5.0
+STREAMING = {"exec": exec_pod, "portforward": portforward_pod}  # pods/<sub> served over an upgraded connection
 VERSION = {"major": "1", "minor": "32", "gitVersion": "v1.32.0-trellis", "gitCommit": "trellis",
            "gitTreeState": "clean", "buildDate": "2026-01-01T00:00:00Z", "goVersion": "python",
            "compiler": "cpython", "platform": "linux/amd64"}
@@ -48,6 +52,8 @@ class Server:
     def __init__(self, api: Api, state_dir: str) -> None:
         self.api = api
         self.state_dir = state_dir
+        for r in metrics.RESOURCES:  # computed from the kubelets' samples, never stored
+            api.registry.add(r)
 
     # -- routing --
     def parse(self, path: str):
@@ -108,6 +114,8 @@ class Server:
                 return jresp(doc)
             if res is None:
                 raise errors.ApiError(404, "NotFound", f"the server could not find the requested resource ({path})")
+            if res.group == metrics.GROUP:
+                return jresp(metrics.serve(request.method, res, ns, name, self.state_dir))
             if res.namespaced and ns is None and name is not None and request.method != "GET":
                 raise errors.ApiError(404, "NotFound", "the server could not find the requested resource")
             return await self.dispatch(request, res, ns, name, sub, watch)
@@ -126,9 +134,7 @@ class Server:
         if not raw:
             return {}
         if "protobuf" in (request.content_type or ""):
-            raise errors.ApiError(415, "UnsupportedMediaType", "the lab API server speaks JSON and YAML, not "
-                                  "protobuf; use 'kubectl apply -f' (or 'trellis apply') instead of typed "
-                                  "generators such as 'kubectl create deployment' or 'kubectl run'")
+            return protobuf.decode(raw)  # kubectl's typed clients; answered in JSON
         if "yaml" in (request.content_type or ""):
             return yaml.safe_load(raw)
         return json.loads(raw)
@@ -158,6 +164,8 @@ class Server:
                 return await self.watch(request, res, ns, name)
             if sub == "log" and res.key == "/pods":
                 return await self.pod_log(request, api.get(res, nsq, name))
+            if sub in STREAMING and res.key == "/pods":
+                return await STREAMING[sub](request, api.get(res, nsq, name), self.state_dir)
             if sub == "binding" and res.key == "/pods" and m == "POST":
                 return jresp(api.bind(nsq, name, await self.body(request)), 201)
             if sub == "scale":
@@ -365,17 +373,24 @@ class Server:
             raise errors.bad_request(f"a container name must be specified for pod {pod['metadata']['name']}, "
                                      f"choose one of: {containers}")
         node = pod["spec"].get("nodeName")
+        previous = request.query.get("previous") in ("1", "true")
         path = os.path.join(self.state_dir, "nodes", node or "-", "pods", pod["metadata"]["uid"],
-                            f"{container}.log")
+                            f"{container}.previous.log" if previous else f"{container}.log")
+        if previous and not os.path.exists(path):
+            raise errors.bad_request(f'previous terminated container "{container}" in pod '
+                                     f'"{pod["metadata"]["name"]}" not found')
         if not os.path.exists(path):
             raise errors.bad_request(f'container "{container}" in pod "{pod["metadata"]["name"]}" is '
                                      "waiting to start")
         with open(path, "rb") as f:
             data = f.read()
+        stamps = logstamps.read_index(path) if request.query.get("timestamps") in ("1", "true") else None
+        if stamps is not None:
+            data = logstamps.stamp_lines(data, stamps)
         tail = request.query.get("tailLines")
         if tail:
             data = b"".join(data.splitlines(keepends=True)[-int(tail):])
-        if request.query.get("follow") not in ("1", "true"):
+        if previous or request.query.get("follow") not in ("1", "true"):
             return web.Response(body=data, content_type="text/plain")
         resp = web.StreamResponse(headers={"Content-Type": "text/plain"})
         await resp.prepare(request)

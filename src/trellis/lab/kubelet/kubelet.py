@@ -27,6 +27,8 @@ from trellis.kube.informer import Informer
 from trellis.lab.kubelet.cni import Attachment, CNIRuntime
 from trellis.lab.kubelet.pods import PodWorker, now
 from trellis.lab.kubelet.runtime import kill_group, pid_alive
+from trellis.lab.kubelet.logstamps import LogStamper
+from trellis.lab.kubelet.stats import StatsCollector
 
 log = logging.getLogger("trellis.kubelet")
 HEARTBEAT = 5.0
@@ -201,6 +203,8 @@ class Kubelet:
         except ApiError as e:
             log.warning("node lease: %s", e)
         threading.Thread(target=self.heartbeat, daemon=True, name="heartbeat").start()
+        StatsCollector(self).start()  # for metrics.k8s.io (kubectl top)
+        LogStamper(self).start()  # for logs --timestamps
         self.svcs.start()
         self.svcs.synced.wait(10)
         self.pods.add_handler(self.on_pod)

@@ -188,6 +188,12 @@ class PodWorker(threading.Thread):
         return False
 
     def _start(self, r: Run) -> None:
+        if r.container is not None:  # a restart: the last run's log is what `logs --previous` shows
+            log_path = r.container.log_path
+            prev = log_path[:-len(".log")] + ".previous.log"
+            for suffix in ("", ".idx"):  # the log and its timestamps (logstamps.py)
+                if os.path.exists(log_path + suffix):
+                    os.replace(log_path + suffix, prev + suffix)
         name = r.spec["name"]
         try:
             r.container = self._container(r.spec)

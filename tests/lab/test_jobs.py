@@ -1,0 +1,114 @@
+"""batch/v1 through the real kubectl: Jobs run to completion or failure, CronJobs fire on schedule."""
+import json
+import os
+import subprocess
+
+import pytest
+
+from conftest import needs_kubectl, needs_root, unique
+from helpers import wait_for
+from trellis.kube.client import KubeClient
+
+pytestmark = [needs_root, needs_kubectl, pytest.mark.lab]
+
+
+@pytest.fixture(scope="module")
+def jlab():
+    from trellis.lab import topology
+    name = unique("kvj")
+    cfg = topology.up(name, 2)
+    try:
+        yield cfg
+    finally:
+        topology.down(name, force=True)
+
+
+@pytest.fixture(scope="module")
+def kc(jlab):
+    c = KubeClient(jlab.api_url)
+    yield c
+    c.close()
+
+
+@pytest.fixture(scope="module")
+def kubectl(jlab, tmp_path_factory):
+    env = dict(os.environ, KUBECONFIG=jlab.kubeconfig, HOME=str(tmp_path_factory.mktemp("home")))
+
+    def run(*args, check=True, input=None, timeout=60):
+        p = subprocess.run(["kubectl", *args], capture_output=True, text=True, env=env, input=input,
+                           timeout=timeout)
+        if check and p.returncode != 0:
+            raise AssertionError(f"kubectl {' '.join(args)} failed: {p.stderr}")
+        return p
+    return run
+
+
+def condition(kc, name, typ):
+    job = kc.get("batch/v1", "jobs", name, "default")
+    return next((c for c in (job.get("status") or {}).get("conditions") or []
+                 if c["type"] == typ and c["status"] == "True"), None)
+
+
+def test_job_runs_to_completion_and_keeps_its_logs(kubectl, kc):
+    kubectl("create", "job", "hello", "--image=busybox", "--", "sh", "-c", "echo hello from $HOSTNAME")
+    kubectl("wait", "--for=condition=complete", "job/hello", "--timeout=60s", timeout=70)
+    job = kc.get("batch/v1", "jobs", "hello", "default")
+    assert job["status"]["succeeded"] == 1 and job["status"]["completionTime"]
+    uid = job["metadata"]["uid"]
+    assert job["spec"]["selector"] == {"matchLabels": {"batch.kubernetes.io/controller-uid": uid}}
+    pods, _ = kc.list("v1", "pods", "default", label_selector="job-name=hello")
+    assert len(pods) == 1 and pods[0]["status"]["phase"] == "Succeeded"
+    assert kubectl("logs", "job/hello").stdout.strip() == f"hello from {pods[0]['metadata']['name']}"
+    row = kubectl("get", "job", "hello").stdout.splitlines()[1].split()
+    assert row[:3] == ["hello", "Complete", "1/1"]
+
+
+def test_parallel_job_runs_every_completion(kubectl, kc):
+    job = {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "par"}, "spec": {
+        "completions": 4, "parallelism": 2, "template": {"spec": {"restartPolicy": "Never", "containers": [
+            {"name": "c", "image": "busybox", "command": ["sh", "-c", "sleep 0.5"]}]}}}}
+    kubectl("apply", "-f", "-", input=json.dumps(job))
+    kubectl("wait", "--for=condition=complete", "job/par", "--timeout=90s", timeout=100)
+    pods, _ = kc.list("v1", "pods", "default", label_selector="job-name=par")
+    assert sorted(p["status"]["phase"] for p in pods) == ["Succeeded"] * 4
+
+
+def test_failing_job_stops_at_the_backoff_limit(kubectl, kc):
+    job = {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "boom"}, "spec": {
+        "backoffLimit": 0, "template": {"spec": {"restartPolicy": "Never", "containers": [
+            {"name": "c", "image": "busybox", "command": ["sh", "-c", "exit 4"]}]}}}}
+    kubectl("apply", "-f", "-", input=json.dumps(job))
+    cond = wait_for(lambda: condition(kc, "boom", "Failed"), 60, "job boom Failed")
+    assert cond["reason"] == "BackoffLimitExceeded"
+    pods, _ = kc.list("v1", "pods", "default", label_selector="job-name=boom")
+    assert len(pods) == 1 and pods[0]["status"]["phase"] == "Failed"  # not replaced past the limit
+
+
+def test_job_with_restart_always_is_rejected(kubectl):
+    job = {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "bad"}, "spec": {
+        "template": {"spec": {"containers": [{"name": "c", "image": "busybox"}]}}}}
+    p = kubectl("apply", "-f", "-", input=json.dumps(job), check=False)
+    assert p.returncode != 0 and "spec.template.spec.restartPolicy" in p.stderr and "Always" in p.stderr
+
+
+def test_cronjob_creates_jobs_on_schedule(kubectl, kc):
+    kubectl("create", "cronjob", "tick", "--image=busybox", "--schedule=* * * * *", "--", "echo", "tick")
+    p = kubectl("create", "cronjob", "bad", "--image=busybox", "--schedule=61 * * * *", check=False)
+    assert p.returncode != 0 and "spec.schedule" in p.stderr
+    kubectl("create", "job", "manual", "--from=cronjob/tick")  # a Job from the CronJob's template, now
+    kubectl("wait", "--for=condition=complete", "job/manual", "--timeout=60s", timeout=70)
+
+    def scheduled():
+        cj = kc.get("batch/v1", "cronjobs", "tick", "default")
+        jobs, _ = kc.list("batch/v1", "jobs", "default")
+        mine = [j for j in jobs if j["metadata"]["name"] != "manual" and any(
+            r.get("uid") == cj["metadata"]["uid"] for r in j["metadata"].get("ownerReferences") or [])]
+        return (cj, mine) if mine and cj.get("status", {}).get("lastScheduleTime") else None
+    cj, jobs = wait_for(scheduled, 75, "the CronJob's first scheduled Job")  # at the next minute
+    name = jobs[0]["metadata"]["name"]
+    assert name.startswith("tick-") and jobs[0]["metadata"]["annotations"][
+        "batch.kubernetes.io/cronjob-scheduled-timestamp"] == cj["status"]["lastScheduleTime"]
+    kubectl("wait", "--for=condition=complete", f"job/{name}", "--timeout=60s", timeout=70)
+    assert kubectl("logs", f"job/{name}").stdout.strip() == "tick"
+    wait_for(lambda: kc.get("batch/v1", "cronjobs", "tick", "default")["status"].get("lastSuccessfulTime"),
+             30, "lastSuccessfulTime")
