@@ -109,7 +109,7 @@ def test_controllers_tell_what_they_did(lab, kc):
 
 
 def test_trellis_components_explain_what_they_cannot_do(lab, kc):
-    # (policy trellis cannot honour: tests/lab/test_netpol.py, and tests/unit/test_events.py for an
+    # (policy trellis cannot honour: tests/lab/test_netpol.py, and tests/unit/test_event_recorder.py for an
     # object only a real cluster stores: the lab API admits only policy objects trellis compiles)
     # LoadBalancer IPAM: an address in no IPPool
     kc.create("v1", "services", {"metadata": {"name": "lb"}, "spec": {
