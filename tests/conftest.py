@@ -79,15 +79,38 @@ def client(apiserver):
     c.close()
 
 
-@pytest.fixture(scope="module")
-def lab():
-    """A 3-node lab for a test module; removed afterwards, also on failure."""
-    if not ROOT:
-        pytest.skip("needs root")
-    from trellis.lab import topology
-    name = unique("tl")
-    cfg = topology.up(name, 3)
-    try:
-        yield cfg
-    finally:
-        topology.down(name, force=True)
+def module_lab(prefix: str, nodes: int = 3):
+    """A module-scoped fixture: a lab of ``nodes`` nodes named ``<prefix>...``, removed afterwards, also
+    on failure. ``TRELLIS_TEST_LAB`` reuses a running lab while developing."""
+    @pytest.fixture(scope="module")
+    def fixture():
+        if not ROOT:
+            pytest.skip("needs root")
+        from trellis.lab import topology
+        if os.environ.get("TRELLIS_TEST_LAB"):
+            yield topology.load(os.environ["TRELLIS_TEST_LAB"])
+            return
+        name = unique(prefix)
+        cfg = topology.up(name, nodes)
+        try:
+            yield cfg
+        finally:
+            topology.down(name, force=True)
+    return fixture
+
+
+lab = module_lab("tl", 3)
+
+
+def kubectl_runner(kubeconfig: str, home: str):
+    """The real kubectl against ``kubeconfig``, with its own discovery cache (``home``)."""
+    import subprocess
+    env = dict(os.environ, KUBECONFIG=kubeconfig, HOME=home)
+
+    def run(*args, check=True, input=None, timeout=60):
+        p = subprocess.run(["kubectl", *args], capture_output=True, text=True, env=env, input=input,
+                           timeout=timeout)
+        if check and p.returncode != 0:
+            raise AssertionError(f"kubectl {' '.join(args)} failed: {p.stderr}")
+        return p
+    return run

@@ -6,22 +6,14 @@ import subprocess
 
 import pytest
 
-from conftest import needs_kubectl, needs_root, unique
+from conftest import module_lab, needs_kubectl, needs_root
 from helpers import PY, pod_exec, wait_for
 from trellis.kube.client import KubeClient
 
 pytestmark = [needs_root, needs_kubectl, pytest.mark.lab]
 
 
-@pytest.fixture(scope="module")
-def lab():
-    from trellis.lab import topology
-    name = unique("evd")
-    cfg = topology.up(name, 2)
-    try:
-        yield cfg
-    finally:
-        topology.down(name, force=True)
+lab = module_lab("evd", 2)
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ import sys
 
 import pytest
 
-from conftest import needs_root, unique
+from conftest import module_lab, needs_root
 from ingress_cases import API_TABLE
 from helpers import running_pods, wait_for
 from trellis.kernel import netns as kns
@@ -49,18 +49,7 @@ def echo_objects(name: str, replicas: int = 1) -> list[tuple[str, str, dict]]:
     return [("apps/v1", "deployments", dep), ("v1", "services", svc)]
 
 
-@pytest.fixture(scope="module")
-def lab():
-    name = os.environ.get("TRELLIS_TEST_LAB")  # reuse a running lab while developing
-    if name:
-        yield topology.load(name)
-        return
-    name = unique("ing")
-    cfg = topology.up(name, 2)
-    try:
-        yield cfg
-    finally:
-        topology.down(name, force=True)
+lab = module_lab("ing", 2)  # TRELLIS_TEST_LAB=<name> reuses a running lab while developing
 
 
 @pytest.fixture(scope="module")

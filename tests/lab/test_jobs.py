@@ -1,26 +1,16 @@
 """batch/v1 through the real kubectl: Jobs run to completion or failure, CronJobs fire on schedule."""
 import json
-import os
-import subprocess
 
 import pytest
 
-from conftest import needs_kubectl, needs_root, unique
+from conftest import kubectl_runner, module_lab, needs_kubectl, needs_root
 from helpers import wait_for
 from trellis.kube.client import KubeClient
 
 pytestmark = [needs_root, needs_kubectl, pytest.mark.lab]
 
 
-@pytest.fixture(scope="module")
-def jlab():
-    from trellis.lab import topology
-    name = unique("kvj")
-    cfg = topology.up(name, 2)
-    try:
-        yield cfg
-    finally:
-        topology.down(name, force=True)
+jlab = module_lab("kvj", 2)
 
 
 @pytest.fixture(scope="module")
@@ -32,15 +22,7 @@ def kc(jlab):
 
 @pytest.fixture(scope="module")
 def kubectl(jlab, tmp_path_factory):
-    env = dict(os.environ, KUBECONFIG=jlab.kubeconfig, HOME=str(tmp_path_factory.mktemp("home")))
-
-    def run(*args, check=True, input=None, timeout=60):
-        p = subprocess.run(["kubectl", *args], capture_output=True, text=True, env=env, input=input,
-                           timeout=timeout)
-        if check and p.returncode != 0:
-            raise AssertionError(f"kubectl {' '.join(args)} failed: {p.stderr}")
-        return p
-    return run
+    return kubectl_runner(jlab.kubeconfig, str(tmp_path_factory.mktemp("home")))
 
 
 def condition(kc, name, typ):

@@ -1,26 +1,16 @@
 """The real kubectl's history verbs: rollout history/undo --to-revision, logs --previous/--timestamps."""
 import datetime as dt
-import os
-import subprocess
 
 import pytest
 
-from conftest import needs_kubectl, needs_root, unique
+from conftest import kubectl_runner, module_lab, needs_kubectl, needs_root
 from helpers import AGNHOST, running_pods, wait_for
 from trellis.kube.client import KubeClient
 
 pytestmark = [needs_root, needs_kubectl, pytest.mark.lab]
 
 
-@pytest.fixture(scope="module")
-def hlab():
-    from trellis.lab import topology
-    name = unique("kvh")
-    cfg = topology.up(name, 1)
-    try:
-        yield cfg
-    finally:
-        topology.down(name, force=True)
+hlab = module_lab("kvh", 1)
 
 
 @pytest.fixture(scope="module")
@@ -32,15 +22,7 @@ def kc(hlab):
 
 @pytest.fixture(scope="module")
 def kubectl(hlab, tmp_path_factory):
-    env = dict(os.environ, KUBECONFIG=hlab.kubeconfig, HOME=str(tmp_path_factory.mktemp("home")))
-
-    def run(*args, check=True, input=None, timeout=60):
-        p = subprocess.run(["kubectl", *args], capture_output=True, text=True, env=env, input=input,
-                           timeout=timeout)
-        if check and p.returncode != 0:
-            raise AssertionError(f"kubectl {' '.join(args)} failed: {p.stderr}")
-        return p
-    return run
+    return kubectl_runner(hlab.kubeconfig, str(tmp_path_factory.mktemp("home")))
 
 
 def history(kubectl):

@@ -13,22 +13,14 @@ import urllib.request
 
 import pytest
 
-from conftest import needs_kubectl, needs_root, unique
+from conftest import module_lab, needs_kubectl, needs_root
 from helpers import deployment, running_pods, wait_for
 from trellis.kube.client import KubeClient
 
 pytestmark = [needs_root, needs_kubectl, pytest.mark.lab]
 
 
-@pytest.fixture(scope="module")
-def slab():
-    from trellis.lab import topology
-    name = unique("kv")
-    cfg = topology.up(name, 2)
-    try:
-        yield cfg
-    finally:
-        topology.down(name, force=True)
+slab = module_lab("kv", 2)
 
 
 @pytest.fixture(scope="module")
@@ -143,8 +135,14 @@ def test_exec_it_terminal_resize_and_exit_code(env, web):
     assert "/dev/pts/" in seen
     assert "33 111" in seen  # the size kubectl sent at start
     t.resize(40, 120)
-    t.send("stty size; echo again-$((1+1))\r")
-    assert "40 120" in t.expect("again-2")  # the resize message reached the terminal
+    # kubectl forwards SIGWINCH from its own goroutine: the resize may reach the pty after the next
+    # line of stdin, so ask until it has (or fail after 20 tries)
+    for i in range(20):
+        t.send(f"stty size; echo again-$(({i}+1000))\r")
+        if "40 120" in t.expect(f"again-{i + 1000}"):
+            break
+    else:
+        raise AssertionError("the resize never reached the terminal")
     t.send("exit 7\r")
     assert t.wait() == 7
     assert b"command terminated with exit code 7" in t.buf
