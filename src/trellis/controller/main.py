@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import logging
-import signal
 import sys
 import threading
 
@@ -78,13 +77,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cluster-cidr", default="10.244.0.0/16")
     p.add_argument("--block-prefix", type=int, default=24)
     args = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s controller %(levelname)s %(message)s")
-    logging.getLogger("httpx").setLevel(logging.WARNING)
-    from trellis.kube.client import in_cluster_config
-    client = KubeClient(args.server) if args.server else KubeClient(in_cluster_config())
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    from trellis import daemon
+    client, stop = daemon.start("controller", args.server)
     nodes = Informer(client, "v1", "nodes")
     services = Informer(client, "v1", "services")
     pools = Informer(client, "trellis.dev/v1alpha1", "ippools")

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import signal
 import sys
 import threading
 import time
@@ -151,13 +150,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--resync", type=float, default=30.0, help="seconds between full syncs")
     p.add_argument("--haproxy", default="haproxy", help="the haproxy binary")
     args = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s ingress %(levelname)s %(message)s")
-    logging.getLogger("httpx").setLevel(logging.WARNING)
-    from trellis.kube.client import in_cluster_config
-    client = KubeClient(args.server) if args.server else KubeClient(in_cluster_config())
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    from trellis import daemon
+    client, stop = daemon.start("ingress", args.server)
     haproxy = HAProxy(args.run_dir, args.http_port, args.https_port, binary=args.haproxy,
                       health_port=args.health_port)
     IngressController(client, haproxy, args.publish_service, args.debounce, args.resync).run(stop)
