@@ -66,6 +66,19 @@ def test_failing_job_stops_at_the_backoff_limit(kubectl, kc):
     assert len(pods) == 1 and pods[0]["status"]["phase"] == "Failed"  # not replaced past the limit
 
 
+def test_pod_failure_policy_fails_the_job_on_a_matching_exit_code(kubectl, kc):
+    job = {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "fatal"}, "spec": {
+        "backoffLimit": 6, "podFailurePolicy": {"rules": [
+            {"action": "FailJob", "onExitCodes": {"containerName": "c", "operator": "In", "values": [42]}}]},
+        "template": {"spec": {"restartPolicy": "Never", "containers": [
+            {"name": "c", "image": "busybox", "command": ["sh", "-c", "exit 42"]}]}}}}
+    kubectl("apply", "-f", "-", input=json.dumps(job))
+    cond = wait_for(lambda: condition(kc, "fatal", "Failed"), 60, "job fatal Failed")
+    assert cond["reason"] == "PodFailurePolicy" and "exit code 42 matching FailJob rule at index 0" in cond["message"]
+    pods, _ = kc.list("v1", "pods", "default", label_selector="job-name=fatal")
+    assert len(pods) == 1  # failed at once, not retried up to the backoff limit
+
+
 def test_job_with_restart_always_is_rejected(kubectl):
     job = {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "bad"}, "spec": {
         "template": {"spec": {"containers": [{"name": "c", "image": "busybox"}]}}}}

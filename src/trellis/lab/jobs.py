@@ -3,9 +3,13 @@
 Job: keeps ``min(parallelism, completions - succeeded)`` pods running from the
 template; a Job is Complete once ``completions`` pods succeeded and Failed once
 more than ``backoffLimit`` pods failed (reason BackoffLimitExceeded) or
-``activeDeadlineSeconds`` passed (DeadlineExceeded); then its remaining pods
+``activeDeadlineSeconds`` passed (DeadlineExceeded) or a ``podFailurePolicy``
+FailJob rule matched (PodFailurePolicy; Ignore rules keep a failure out of the
+count, see ``jobfailure``); then its remaining pods
 are deleted. A failed pod is replaced after a back-off of 10 s doubling to 6 min,
 as upstream. ``suspend: true`` deletes active pods and adds a Suspended condition.
+``podReplacementPolicy: Failed`` waits for a terminating pod to be gone before
+replacing it; a Job whose ``managedBy`` names another controller is left alone.
 
 CronJob: at each scheduled time (``croniter``; ``timeZone`` honoured) creates
 Job ``<cronjob>-<minutes since epoch>`` from ``jobTemplate`` unless suspended,
@@ -25,10 +29,12 @@ from croniter import croniter
 
 from trellis.kube.client import ApiError, KubeClient
 from trellis.kube.informer import Informer, Reconciler
+from trellis.lab import jobfailure
 from trellis.lab.workloads import owned_by, owner_ref, pod_ready
 
 log = logging.getLogger("trellis.jobs")
 BACKOFF_BASE, BACKOFF_MAX = 10.0, 360.0
+MANAGER = "kubernetes.io/job-controller"
 SCHEDULED_ANNOTATION = "batch.kubernetes.io/cronjob-scheduled-timestamp"
 
 
@@ -80,13 +86,17 @@ class JobController(Reconciler):
         job = self.jobs.get(ns, name)
         if job is None or job["metadata"].get("deletionTimestamp"):
             return True
+        if job["spec"].get("managedBy", MANAGER) != MANAGER:  # another controller owns it, as upstream
+            return True
         spec, status = job["spec"], copy.deepcopy(job.get("status") or {})
         uid = job["metadata"]["uid"]
         pods = [p for p in self.pods.items() if p["metadata"]["namespace"] == ns and owned_by(p, uid)]
         phase = lambda p: (p.get("status") or {}).get("phase")  # noqa: E731
         active = [p for p in pods if phase(p) not in ("Succeeded", "Failed") and not p["metadata"].get("deletionTimestamp")]
         succeeded = sum(1 for p in pods if phase(p) == "Succeeded")
-        failed = sum(1 for p in pods if phase(p) == "Failed")
+        verdicts = [jobfailure.decide(spec.get("podFailurePolicy"), p) for p in pods if phase(p) == "Failed"]
+        failed = sum(1 for v in verdicts if v is None or v.action != "Ignore")
+        fail_job = next((v for v in verdicts if v is not None and v.action == "FailJob"), None)
         completions, parallelism = spec.get("completions") or 1, spec.get("parallelism", 1)
         now = utcnow()
         if not spec.get("suspend"):
@@ -97,7 +107,11 @@ class JobController(Reconciler):
         if done is None:
             deadline = spec.get("activeDeadlineSeconds")
             started = parse(status.get("startTime"))
-            if succeeded >= completions:
+            if fail_job is not None:
+                done = "Failed"
+                conds += [_condition("FailureTarget", "PodFailurePolicy", fail_job.message),
+                          _condition("Failed", "PodFailurePolicy", fail_job.message)]
+            elif succeeded >= completions:
                 done = "Complete"
                 conds += [_condition("SuccessCriteriaMet", "CompletionsReached", "Reached expected number of "
                                      "succeeded pods"), _condition("Complete", "CompletionsReached",
@@ -122,6 +136,8 @@ class JobController(Reconciler):
                 conds.append(_condition("Suspended", "JobSuspended", "Job suspended"))
         else:
             want = min(parallelism, completions - succeeded) - len(active)
+            if spec.get("podReplacementPolicy") == "Failed":  # replace a pod only once it is gone, not while terminating
+                want -= sum(1 for p in pods if p["metadata"].get("deletionTimestamp") and phase(p) not in ("Succeeded", "Failed"))
             wait = self._backoff_left(pods, failed, now)
             if want > 0 and wait > 0:
                 retry_in = min(retry_in or wait, wait)

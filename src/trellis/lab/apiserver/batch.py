@@ -14,11 +14,14 @@ import zoneinfo
 
 from croniter import croniter
 
+from trellis.lab import jobfailure
 from trellis.lab.apiserver import admission, tables
 from trellis.lab.apiserver.admission import Causes, invalid, required, unsupported
 
 UID_LABEL, NAME_LABEL = "batch.kubernetes.io/controller-uid", "batch.kubernetes.io/job-name"
 RESTART_POLICIES = ("OnFailure", "Never")
+REPLACEMENT_POLICIES = ("TerminatingOrFailed", "Failed")
+INDEXED_ONLY = ("successPolicy", "backoffLimitPerIndex", "maxFailedIndexes")
 CONCURRENCY = ("Allow", "Forbid", "Replace")
 
 
@@ -29,7 +32,7 @@ def default_job_spec(spec: dict, name: str, uid: str) -> None:
     spec.setdefault("backoffLimit", 6)
     spec.setdefault("completionMode", "NonIndexed")
     spec.setdefault("suspend", False)
-    spec.setdefault("podReplacementPolicy", "TerminatingOrFailed")
+    spec.setdefault("podReplacementPolicy", "Failed" if spec.get("podFailurePolicy") else "TerminatingOrFailed")
     tmpl = spec.setdefault("template", {})
     labels = tmpl.setdefault("metadata", {}).setdefault("labels", {})
     if not spec.get("manualSelector") and uid:
@@ -50,12 +53,21 @@ def validate_job_spec(spec: dict, path: str) -> Causes:
     if spec.get("completionMode") == "Indexed":
         out.append((f"{path}.completionMode", "FieldValueNotSupported",
                     "Unsupported value: \"Indexed\": the lab's Job controller runs NonIndexed Jobs only"))
+    for f in INDEXED_ONLY:  # upstream allows these only with completionMode Indexed, which the lab refuses
+        if spec.get(f) is not None:
+            out.append((f"{path}.{f}", "FieldValueInvalid", "Invalid value: requires completionMode Indexed"))
+    replacement = spec.get("podReplacementPolicy", "TerminatingOrFailed")
+    if replacement not in REPLACEMENT_POLICIES:
+        out.append(unsupported(f"{path}.podReplacementPolicy", replacement, REPLACEMENT_POLICIES))
+    elif spec.get("podFailurePolicy") and replacement != "Failed":
+        out.append(unsupported(f"{path}.podReplacementPolicy", replacement, ("Failed",)))
     tmpl = spec.get("template")
     if not isinstance(tmpl, dict) or not tmpl.get("spec"):
         return out + [required(f"{path}.template.spec")]
     policy = tmpl["spec"].get("restartPolicy")
     if policy not in RESTART_POLICIES:
         out.append(unsupported(f"{path}.template.spec.restartPolicy", policy, RESTART_POLICIES))
+    out += jobfailure.validate(spec.get("podFailurePolicy"), policy, f"{path}.podFailurePolicy")
     out += admission.validate_pod_spec(tmpl["spec"], f"{path}.template.spec")
     sel = (spec.get("selector") or {}).get("matchLabels") or {}
     labels = (tmpl.get("metadata") or {}).get("labels") or {}
