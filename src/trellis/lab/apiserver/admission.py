@@ -45,18 +45,71 @@ def validate_name(kind: str, name: str) -> Causes:
     return []
 
 
-def _valid_labels(path: str, labels: Any) -> Causes:
+QUALIFIED_NAME = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
+LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
+ANNOTATIONS_MAX = 256 * 1024  # TotalAnnotationSizeLimitB
+
+
+def qualified_name(path: str, key: Any) -> Causes:
+    """A label or annotation key: an optional DNS subdomain prefix and '/', then a name of <= 63 characters."""
+    if not isinstance(key, str):
+        return [invalid(path, key, "keys must be strings")]
+    prefix, _, name = key.rpartition("/")
     out = []
+    if "/" in key and (not prefix or len(prefix) > 253 or not DNS_SUBDOMAIN.match(prefix)):
+        out.append(invalid(path, key, "prefix part a lowercase RFC 1123 subdomain must consist of lower case "
+                           "alphanumeric characters, '-' or '.', and must start and end with an alphanumeric "
+                           "character"))
+    if not name:
+        out.append(invalid(path, key, "name part must be non-empty"))
+    elif len(name) > 63:
+        out.append(invalid(path, key, "name part must be no more than 63 characters"))
+    elif not QUALIFIED_NAME.match(name):
+        out.append(invalid(path, key, "name part must consist of alphanumeric characters, '-', '_' or '.', "
+                           "and must start and end with an alphanumeric character (e.g. 'MyName',  or "
+                           "'my.name',  or '123-abc', regex used for validation is "
+                           "'([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]')"))
+    return out
+
+
+def _valid_labels(path: str, labels: Any) -> Causes:
+    out: Causes = []
     if labels is None:
         return out
     if not isinstance(labels, dict):
         return [invalid(path, labels, "must be a map of strings")]
     for k, v in labels.items():
+        out += qualified_name(path, k)
         if not isinstance(v, str):
             out.append(invalid(f"{path}.{k}", v, "label values must be strings"))
-        elif len(v) > 63 or (v and not re.match(r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$", v)):
+        elif len(v) > 63 or not LABEL_VALUE.match(v):
             out.append(invalid(f"{path}.{k}", v, "a valid label must be an empty string or consist "
-                               "of alphanumeric characters, '-', '_' or '.'"))
+                               "of alphanumeric characters, '-', '_' or '.', and must start and end with an "
+                               "alphanumeric character, and be at most 63 characters"))
+    return out
+
+
+def _valid_annotations(path: str, annotations: Any) -> Causes:
+    if not annotations:
+        return []
+    if not isinstance(annotations, dict):
+        return [invalid(path, annotations, "must be a map of strings")]
+    out: Causes = []
+    for k in annotations:
+        out += qualified_name(path, k)
+    size = sum(len(str(k).encode()) + len(str(v).encode()) for k, v in annotations.items())
+    if size > ANNOTATIONS_MAX:
+        out.append((path, "FieldValueTooLong", f"Too long: must have at most {ANNOTATIONS_MAX} bytes"))
+    return out
+
+
+def validate_metadata(kind: str, md: dict) -> Causes:
+    """ObjectMeta as ValidateObjectMeta checks it: name, generateName, labels, annotations, finalizers."""
+    out = validate_name(kind, md.get("name", ""))
+    out += _valid_labels("metadata.labels", md.get("labels"))
+    out += _valid_annotations("metadata.annotations", md.get("annotations"))
+    for i, f in enumerate(md.get("finalizers") or []):
+        out += qualified_name(f"metadata.finalizers[{i}]", f)
     return out
 
 
@@ -294,11 +347,28 @@ ADMITTERS: dict[str, Callable[[dict, dict | None], Causes]] = {
 }
 
 
+SELECTOR_BUCKETS = ("apps/replicasets", "apps/daemonsets", "apps/statefulsets", "policy/poddisruptionbudgets")
+
+
+def _valid_selector(path: str, sel: Any) -> Causes:
+    """A metav1.LabelSelector the controllers can compile (operators, values), or the reason why not."""
+    if sel is None:
+        return []
+    try:
+        selectors.from_label_selector(sel)
+    except (selectors.SelectorError, TypeError, AttributeError) as e:
+        return [invalid(path, sel, str(e) or "not a valid label selector")]
+    return []
+
+
 def admit(bucket: str, obj: dict, old: dict | None, legacy: bool = False) -> Causes:
     md = obj["metadata"]
     kind = obj.get("kind", "")
-    causes = validate_name(kind, md.get("name", ""))
-    causes += _valid_labels("metadata.labels", md.get("labels"))
+    causes = validate_metadata(kind, md)
+    if validate_name(kind, md.get("name", "")):
+        return causes  # the kinds' own checks name the object: none without a valid name
+    if bucket in SELECTOR_BUCKETS:
+        causes += _valid_selector("spec.selector", (obj.get("spec") or {}).get("selector"))
     if bucket == "apps/deployments":
         return causes + admit_deployment(obj, old, legacy)
     fn = ADMITTERS.get(bucket)

@@ -13,16 +13,22 @@ import datetime as dt
 import random
 import time
 import uuid
+from contextvars import ContextVar
 from typing import Any
 
 from trellis.kube import selectors
-from trellis.lab.apiserver import admission, batch, errors, eventsapi, patch as patching  # noqa: F401 - batch registers
+from trellis.lab.apiserver import admission, batch, errors, eventsapi, patch as patching, schema  # noqa: F401 - batch registers
 from trellis.lab.apiserver.resources import Registry, Resource, resource_from_crd
 from trellis.lab.apiserver.services import Allocators
 from trellis.lab.apiserver.store import Store
 
 NAME_CHARS = "bcdfghjklmnpqrstvwxz2456789"
 CRD_BUCKET = "apiextensions.k8s.io/customresourcedefinitions"
+# per request (the HTTP layer sets them): the fieldValidation query parameter, and where the
+# warnings for unknown fields go (sent back as Warning headers)
+FIELD_VALIDATION: ContextVar[str] = ContextVar("field_validation", default="Warn")
+WARNINGS: ContextVar[list | None] = ContextVar("warnings", default=None)
+FIELD_VALIDATIONS = ("Ignore", "Warn", "Strict")
 
 
 def now() -> str:
@@ -41,8 +47,9 @@ def _comparable(obj: dict) -> dict:
 
 
 class Api:
-    def __init__(self, store: Store, service_cidr: str = "10.96.0.0/16") -> None:
+    def __init__(self, store: Store, service_cidr: str = "10.96.0.0/16", max_pods: int = 0) -> None:
         self.store = store
+        self.max_pods = max_pods  # a quota of sanity on the pods stored (0: none)
         self.registry = Registry()
         self.alloc = Allocators(service_cidr)
         self.alloc.load(store.list("/services"))
@@ -143,12 +150,35 @@ class Api:
         self._put(pods, new, "MODIFIED", pod)
         return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}
 
+    def decoded(self, res: Resource, body: Any) -> Any:
+        """body as kube-apiserver's decoder leaves it: typed (400 on a wrong type), unknown fields dropped."""
+        if res.custom or not isinstance(body, dict):
+            return body
+        group, _, version = res.storage_api_version.rpartition("/")
+        model = schema.model_name(group, version, res.kind)
+        if model is None:
+            return body
+        try:
+            d = schema.decode(body, model)
+        except schema.TypeMismatch as e:
+            raise errors.bad_request(f'{res.kind} in version "{res.version}" cannot be handled as a '
+                                     f"{res.kind}: {e}") from None
+        if d.unknown:
+            found = [f'unknown field "{p}"' for p in d.unknown]
+            if FIELD_VALIDATION.get() == "Strict":
+                raise errors.bad_request(f'{res.kind} in version "{res.version}" cannot be handled as a '
+                                         f"{res.kind}: strict decoding error: {', '.join(found)}")
+            sink = WARNINGS.get()
+            if FIELD_VALIDATION.get() == "Warn" and sink is not None:
+                sink.extend(found)
+        return d.obj
+
     def create(self, res: Resource, ns: str, body: Any) -> dict:
         if not isinstance(body, dict):
             raise errors.bad_request("the request body must be a JSON or YAML object")
         if res.key == "/bindings":
             return self.bind(ns, (body.get("metadata") or {}).get("name", ""), body)
-        obj = copy.deepcopy(body)
+        obj = self.decoded(res, copy.deepcopy(body))
         md = obj.setdefault("metadata", {})
         if not isinstance(md, dict):
             raise errors.bad_request("metadata: must be an object")
@@ -173,6 +203,11 @@ class Api:
             md.pop(k, None)
         if md.get("name") and self.store.get(res.key, md.get("namespace", ""), md["name"]):
             raise errors.already_exists(res.plural, md["name"], res.group)
+        if res.key == "/pods" and self.max_pods and self.store.count("/pods") >= self.max_pods:
+            n = self.store.count("/pods")
+            raise errors.ApiError(403, "Forbidden", f'pods "{md.get("name") or md.get("generateName", "")}" is '
+                                  f"forbidden: exceeded quota: lab-max-pods, requested: pods=1, used: pods={n}, "
+                                  f"limited: pods={self.max_pods}")
         md["uid"] = str(uuid.uuid4())
         md["creationTimestamp"] = now()
         if "spec" in obj or res.custom:
@@ -214,6 +249,7 @@ class Api:
     def update(self, res: Resource, ns: str, name: str, body: Any, sub: str | None = None) -> dict:
         if not isinstance(body, dict) or not isinstance(body.get("metadata", {}), dict):
             raise errors.bad_request("the request body must be an object with metadata")
+        body = self.decoded(res, body)
         old = self.get(res, ns, name)
         bmd = body.get("metadata", {})
         if bmd.get("name") and bmd["name"] != name:

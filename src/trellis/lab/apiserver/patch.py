@@ -80,7 +80,7 @@ def _add(doc: Any, path: str, value: Any) -> Any:
     parent = _walk(doc, parts[:-1], path)
     last = parts[-1]
     if isinstance(parent, list):
-        idx = len(parent) if last == "-" else int(last)
+        idx = len(parent) if last == "-" else int(last) if last.isdigit() else -1
         if not 0 <= idx <= len(parent):
             raise PatchError(f"path {path!r}: index out of range")
         parent.insert(idx, value)
@@ -109,7 +109,12 @@ def json_patch(doc: Any, ops: Any) -> Any:
         raise PatchError("a JSON patch must be a list of operations")
     doc = copy.deepcopy(doc)
     for i, op in enumerate(ops):
+        if not isinstance(op, dict):
+            raise PatchError(f"operation {i}: must be an object, not {op!r}")
         kind, path = op.get("op"), op.get("path", "")
+        for key in ("path",) + (("from",) if kind in ("move", "copy") else ()):
+            if not isinstance(op.get(key, "" if key == "path" else None), str):
+                raise PatchError(f"operation {i}: {key!r} must be a string")
         if kind == "add":
             doc = _add(doc, path, copy.deepcopy(op.get("value")))
         elif kind == "remove":

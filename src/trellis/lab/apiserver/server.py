@@ -19,13 +19,12 @@ import socket
 import sys
 import time
 
-import yaml
 from aiohttp import web
 
 from trellis.kernel.netns import in_netns
 from trellis.kube import selectors
-from trellis.lab.apiserver import errors, eventsapi, metrics, openapi2, protobuf, tables
-from trellis.lab.apiserver.api import Api
+from trellis.lab.apiserver import errors, eventsapi, metrics, openapi2, reqinput, schema, tables
+from trellis.lab.apiserver.api import FIELD_VALIDATION, WARNINGS, Api
 from trellis.lab.apiserver.resources import Resource
 from trellis.lab.apiserver.store import Store, Watcher, dumps
 from trellis.lab.apiserver.podforward import portforward_pod
@@ -80,6 +79,15 @@ class Server:
         return group, version, res, ns, name, sub, watch
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
+        warnings: list[str] = []
+        WARNINGS.set(warnings)  # each request is its own task: these stay with it
+        resp = await self._handle(request)
+        if warnings and not resp.prepared:
+            for w in dict.fromkeys(warnings):
+                resp.headers.add("Warning", "299 - " + json.dumps(w))  # quoted, control characters escaped
+        return resp
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
         path = request.path
         try:
             if path in ("/healthz", "/livez", "/readyz"):
@@ -121,8 +129,6 @@ class Server:
             return await self.dispatch(request, res, ns, name, sub, watch)
         except errors.ApiError as e:
             return err(e)
-        except (json.JSONDecodeError, yaml.YAMLError) as e:
-            return err(errors.bad_request(f"the request body is not valid JSON or YAML: {e}"))
         except (ConnectionResetError, asyncio.CancelledError):
             raise
         except Exception as e:  # noqa: BLE001 - an API server answers 500, it does not die
@@ -130,19 +136,14 @@ class Server:
             return err(errors.ApiError(500, "InternalError", f"internal error: {e}"))
 
     async def body(self, request: web.Request):
-        raw = await request.read()
-        if not raw:
-            return {}
-        if "protobuf" in (request.content_type or ""):
-            return protobuf.decode(raw)  # kubectl's typed clients; answered in JSON
-        if "yaml" in (request.content_type or ""):
-            return yaml.safe_load(raw)
-        return json.loads(raw)
+        return await reqinput.body(request)
 
     async def dispatch(self, request, res: Resource, ns, name, sub, watch):
         api, q, m = self.api, request.query, request.method
         if q.get("dryRun"):
             raise errors.bad_request("dryRun is not supported by the lab API server")
+        if m in ("POST", "PUT", "PATCH"):
+            FIELD_VALIDATION.set(reqinput.field_validation(q))
         nsq = ns if res.namespaced else ""
         if name is None:
             if m == "GET" and (watch or q.get("watch") in ("1", "true")):
@@ -154,7 +155,7 @@ class Server:
                     raise errors.ApiError(405, "MethodNotAllowed", "create needs a namespace in the path")
                 return jresp(self.serve(res, api.create(res, nsq, self.stored(res, await self.body(request)))), 201)
             if m == "DELETE":
-                opts = await self.body(request) if request.can_read_body else {}
+                opts = self.delete_options(await self.body(request) if request.can_read_body else {}, q)
                 items = api.list(res, ns, q.get("labelSelector"), self.field_selector(res, q))
                 for o in items:
                     api.delete(res, o["metadata"].get("namespace", ""), o["metadata"]["name"], opts)
@@ -189,15 +190,31 @@ class Server:
                     return jresp(self.serve(res, api.update(res, nsq, name, new, sub)))
                 return jresp(self.serve(res, api.patch(res, nsq, name, body, ct, sub)))
             if m == "DELETE":
-                opts = await self.body(request) if request.can_read_body else {}
-                if not isinstance(opts, dict):
-                    raise errors.bad_request("DeleteOptions must be an object")
-                if "gracePeriodSeconds" in q:
-                    opts["gracePeriodSeconds"] = int(q["gracePeriodSeconds"])
-                if "propagationPolicy" in q:
-                    opts["propagationPolicy"] = q["propagationPolicy"]
+                opts = self.delete_options(await self.body(request) if request.can_read_body else {}, q)
                 return jresp(self.serve(res, api.delete(res, nsq, name, opts)))
         raise errors.ApiError(405, "MethodNotAllowed", f"{m} is not allowed here")
+
+    @staticmethod
+    def delete_options(body, q) -> dict:
+        """DeleteOptions from the body and the query, typed as kube-apiserver decodes them."""
+        if not isinstance(body, dict):
+            raise errors.bad_request("DeleteOptions must be an object")
+        try:
+            opts = schema.decode(body, "V1DeleteOptions").obj
+        except schema.TypeMismatch as e:
+            raise errors.bad_request(f"DeleteOptions cannot be decoded: {e}") from None
+        grace = reqinput.integer(q, "gracePeriodSeconds")
+        if grace is not None:
+            opts["gracePeriodSeconds"] = grace
+        if "propagationPolicy" in q:
+            opts["propagationPolicy"] = q["propagationPolicy"]
+        policy = opts.get("propagationPolicy")
+        if policy not in (None, "Orphan", "Background", "Foreground"):
+            raise errors.bad_request(f"propagationPolicy {policy!r} is not one of Orphan, Background, Foreground")
+        if isinstance(opts.get("gracePeriodSeconds"), int) and opts["gracePeriodSeconds"] < 0:
+            raise errors.Invalid("DeleteOptions", "", [("gracePeriodSeconds", "FieldValueInvalid",
+                                 f"Invalid value: {opts['gracePeriodSeconds']}: must be >= 0")])
+        return opts
 
     def stored(self, res: Resource, body):
         if res.group == eventsapi.GROUP and isinstance(body, dict):
@@ -233,10 +250,12 @@ class Server:
         if q.get("continue"):
             try:
                 start = json.loads(base64.urlsafe_b64decode(q["continue"]))["start"]
-            except (ValueError, KeyError):
+                if not (isinstance(start, list) and len(start) == 2 and all(isinstance(x, str) for x in start)):
+                    raise ValueError(start)
+            except (ValueError, KeyError, TypeError):
                 raise errors.bad_request("invalid continue token") from None
             items = [o for o in items if [o["metadata"].get("namespace", ""), o["metadata"]["name"]] > start]
-        limit = int(q.get("limit") or 0)
+        limit = reqinput.integer(q, "limit", 0)
         if limit and len(items) > limit:
             items = items[:limit]
             last = items[-1]["metadata"]
@@ -257,6 +276,7 @@ class Server:
             raise errors.bad_request(str(e)) from None
         if name:
             fs = fs + (("metadata.name", "=", name),)
+        timeout = reqinput.integer(q, "timeoutSeconds", 1800)
 
         def accept(o):
             if o is None:
@@ -291,7 +311,7 @@ class Server:
                 await resp.write(dumps({"type": "ERROR", "object": status}) + b"\n")
                 return resp
             bookmarks = q.get("allowWatchBookmarks") in ("1", "true")
-            deadline = time.monotonic() + float(q.get("timeoutSeconds") or 1800)
+            deadline = time.monotonic() + timeout
             for typ, obj, old in initial:
                 line = self._event_line(res, typ, obj, old, accept)
                 if line:
@@ -387,9 +407,9 @@ class Server:
         stamps = logstamps.read_index(path) if request.query.get("timestamps") in ("1", "true") else None
         if stamps is not None:
             data = logstamps.stamp_lines(data, stamps)
-        tail = request.query.get("tailLines")
-        if tail:
-            data = b"".join(data.splitlines(keepends=True)[-int(tail):])
+        tail = reqinput.integer(request.query, "tailLines")
+        if tail is not None:
+            data = b"".join(data.splitlines(keepends=True)[-tail:]) if tail else b""
         if previous or request.query.get("follow") not in ("1", "true"):
             return web.Response(body=data, content_type="text/plain")
         resp = web.StreamResponse(headers={"Content-Type": "text/plain"})
@@ -429,18 +449,22 @@ def listen_socket(addr: str, netns: str | None = None) -> socket.socket:
     return s
 
 
+def make_app(server: Server) -> web.Application:
+    app = web.Application(client_max_size=reqinput.MAX_BODY)
+    app.router.add_route("*", "/{tail:.*}", server.handle)
+    return app
+
+
 async def serve(args) -> None:
     os.makedirs(args.state_dir, exist_ok=True)
     store = Store(os.path.join(args.state_dir, "api.sqlite"), window=args.watch_window)
-    api = Api(store, args.service_cidr)
+    api = Api(store, args.service_cidr, args.max_pods)
     if args.advertise_address:
         api.ensure_kubernetes_service(args.advertise_address)
     for ns in store.list("/namespaces"):
         if ns["metadata"].get("deletionTimestamp"):
             api._start_namespace_termination(ns["metadata"]["name"])
-    server = Server(api, args.state_dir)
-    app = web.Application(client_max_size=64 * 1024 * 1024)
-    app.router.add_route("*", "/{tail:.*}", server.handle)
+    app = make_app(Server(api, args.state_dir))
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
     socks = [listen_socket(a) for a in args.listen]
@@ -470,6 +494,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--netns-listen", action="append", default=[], help="NETNS=IP:PORT (repeatable)")
     p.add_argument("--service-cidr", default="10.96.0.0/16")
     p.add_argument("--advertise-address", help="IP:PORT the default/kubernetes Service points at")
+    p.add_argument("--max-pods", type=int, default=0,
+                   help="refuse new pods beyond this many (a quota of sanity; 0: no limit)")
     p.add_argument("--ready-file", help="written with the bound addresses once listening")
     p.add_argument("--event-ttl", type=float, default=eventsapi.DEFAULT_TTL,
                    help="seconds an Event lives after its last update (kube-apiserver: --event-ttl=1h)")
