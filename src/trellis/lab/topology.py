@@ -266,6 +266,9 @@ def node_sysctls(netns: str) -> None:
     kns.sysctl(netns, "net.ipv4.icmp_ratelimit", "0")
 
 
+MAX_PODS = 1000  # the lab API server's quota of sanity: a runaway replicas count stops here
+
+
 def up(name: str, nodes: int = 3, cni: str = "trellis", progress: Progress = lambda s: None,
        timeout: float = 90, routing: str = "vxlan") -> LabConfig:
     if not NAME_RE.match(name):
@@ -315,7 +318,8 @@ def _build(cfg: LabConfig, progress: Progress, timeout: float) -> None:
                               "--listen", f"127.0.0.1:{cfg.api_port}",
                               "--netns-listen", f"{cfg.ns('master')}={MASTER_IP}:{API_PORT}",
                               "--service-cidr", SERVICE_CIDR, "--ready-file", ready,
-                              "--advertise-address", f"{MASTER_IP}:{API_PORT}"])
+                              "--advertise-address", f"{MASTER_IP}:{API_PORT}",
+                              "--max-pods", os.environ.get("TRELLIS_LAB_MAX_PODS", str(MAX_PODS))])
     _wait(lambda: os.path.exists(ready), 20, "the API server to listen", cfg, "apiserver")
     write_kubeconfig(cfg)
     server = f"http://{MASTER_IP}:{API_PORT}"

@@ -17,6 +17,7 @@ from trellis.kube import selectors
 from trellis.kube.client import ApiError, KubeClient
 from trellis.kube.events import NORMAL, WARNING, EventRecorder
 from trellis.kube.informer import Informer, Reconciler
+from trellis.lab import placement
 
 log = logging.getLogger("trellis.workloads")
 ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
@@ -74,7 +75,9 @@ class ReplicaSetController(Reconciler):
         want = rs["spec"].get("replicas", 1)
         if len(active) < want:
             tmpl = rs["spec"]["template"]
-            for _ in range(want - len(active)):
+            # at most BURST_REPLICAS per sync, as kube-controller-manager's burstReplicas: the pods
+            # made wake the next sync, and a quota error stops the burst at once
+            for _ in range(min(want - len(active), BURST_REPLICAS)):
                 pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {
                     "generateName": f"{name}-", "namespace": ns,
                     "labels": dict(tmpl.get("metadata", {}).get("labels") or {}),
@@ -256,32 +259,17 @@ class Scheduler(Reconciler):
             return True
         if pod["spec"].get("schedulerName", "default-scheduler") != "default-scheduler":
             return True
-        sel = pod["spec"].get("nodeSelector") or {}
         nodes = self.nodes.items()
-        fit = [n for n in nodes if pod_ready_node(n) and not n["spec"].get("unschedulable")
-               and all(n["metadata"].get("labels", {}).get(k) == v for k, v in sel.items())]
-        if not fit:
-            msg = (f"0/{len(nodes)} nodes are available: "
-                   + ("didn't match Pod's node affinity/selector" if sel else "no Ready node"))
+        chosen = placement.place(pod, nodes, self.pods.items(), self.assumed)
+        if chosen.node is None:
+            msg = chosen.message
             cond = {"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": msg}
             if (pod.get("status", {}).get("conditions") or [None])[0] != cond:
                 self.client.patch("v1", "pods", name, {"status": {"conditions": [cond]}}, ns, sub="status",
                                   kind="strategic")
                 self.events.event(pod, WARNING, "FailedScheduling", msg + ".", kind="Pod", api_version="v1")
             return False
-        # spread siblings (same controller) first, then all pods, as SelectorSpread does
-        owner = _controller_uid(pod)
-        counts = {n["metadata"]["name"]: [0, 0] for n in fit}
-        placed = {f"{p['metadata']['namespace']}/{p['metadata']['name']}":
-                  (p["spec"].get("nodeName"), _controller_uid(p)) for p in self.pods.items()}
-        for k, node in self.assumed.items():
-            placed[k] = (node, placed.get(k, (None, None))[1])
-        for node, uid in placed.values():
-            if node in counts:
-                counts[node][1] += 1
-                if owner and uid == owner:
-                    counts[node][0] += 1
-        target = min(counts, key=lambda n: (counts[n], n))
+        target = chosen.node
         try:
             self.client.create("v1", "bindings", {"apiVersion": "v1", "kind": "Binding",
                                                   "metadata": {"name": name, "namespace": ns},
@@ -295,14 +283,7 @@ class Scheduler(Reconciler):
         return True
 
 
-def _controller_uid(pod: dict) -> str | None:
-    return next((r.get("uid") for r in pod["metadata"].get("ownerReferences") or [] if r.get("controller")),
-                None)
-
-
-def pod_ready_node(node: dict) -> bool:
-    return any(c.get("type") == "Ready" and c.get("status") == "True"
-               for c in node.get("status", {}).get("conditions") or [])
+BURST_REPLICAS = 500  # pods a ReplicaSet creates per sync, as the replicaset controller's burstReplicas
 
 
 def label_selector_string(sel: dict | None) -> str:
