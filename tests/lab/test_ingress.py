@@ -321,13 +321,20 @@ def test_twenty_changes_under_load_lose_nothing(kc, lab, lb_ip):
     wait_for(lambda: get(lab, lb_ip, "steady.test").get("status") == 200, 20, "the steady host")
     pod = running_pods(kc, "kube-system", "app.kubernetes.io/name=trellis-ingress", 1)[0]
     client_ns = os.path.join(kns.NETNS_DIR, lab.ns("client"))
-    wrk = [subprocess.Popen(["nsenter", f"--net={client_ns}", "--", "wrk", "-t1", "-c4", "-d25s", "--timeout", "5s",
+    wrk = [subprocess.Popen(["nsenter", f"--net={client_ns}", "--", "wrk", "-t1", "-c4", "-d35s", "--timeout", "5s",
                              "-H", "Host: steady.test", *extra, f"http://{lb_ip}/"], stdout=subprocess.PIPE, text=True)
            for extra in ([], ["-H", "Connection: close"])]
+    svc = {"metadata": {"name": ""}, "spec": {"selector": {"app.kubernetes.io/name": "foo-exact"},
+                                              "ports": [{"name": "http", "port": 8080, "targetPort": 3000}]}}
     try:
-        for i in range(20):  # each change is a new path: a reload, waited for until it is served
-            make_ingress(kc, f"change-{i}", {"rules": [rule("changes.test", [(f"/c{i}", "Exact", "foo-exact")])]})
+        for i in range(20):
+            # a path to a new Service: a new haproxy backend, so a reload, waited for until served
+            kc.create("v1", "services", dict(svc, metadata={"name": f"change-{i}"}), NS)
+            make_ingress(kc, f"change-{i}", {"rules": [rule("changes.test", [(f"/c{i}", "Exact", f"change-{i}")])]})
             wait_for(lambda: get(lab, lb_ip, "changes.test", f"/c{i}").get("status") == 200, 20, f"change {i}")
+            # a new path to a known backend: map entries through the runtime API, no reload
+            make_ingress(kc, f"runtime-{i}", {"rules": [rule("changes.test", [(f"/r{i}", "Exact", "foo-exact")])]})
+            wait_for(lambda: get(lab, lb_ip, "changes.test", f"/r{i}").get("status") == 200, 20, f"runtime {i}")
         outs = [w.communicate(timeout=60)[0] for w in wrk]
     finally:
         for w in wrk:
@@ -339,8 +346,11 @@ def test_twenty_changes_under_load_lose_nothing(kc, lab, lb_ip):
     log = subprocess.run([sys.executable, "-m", "trellis.cli.main", "logs", "--lab", lab.name, "-n", "kube-system",
                           pod["metadata"]["name"]], capture_output=True, text=True).stdout
     assert len(re.findall(r"haproxy reloaded", log)) >= 20
+    assert len(re.findall(r"runtime API: \d+ commands", log)) >= 20
     for i in range(20):
         kc.delete(NET, "ingresses", f"change-{i}", NS)
+        kc.delete(NET, "ingresses", f"runtime-{i}", NS)
+        kc.delete("v1", "services", f"change-{i}", NS)
     delete_ingress(kc, lab, lb_ip, "steady", "steady.test")
 
 

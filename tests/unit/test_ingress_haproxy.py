@@ -150,23 +150,31 @@ def test_wildcard_default_backend_503_and_runtime_endpoint_changes(backends, hap
     assert json.loads(get(haproxy, "x.foo.com", "/")[2])["backend"] == "wild"
     assert json.loads(get(haproxy, "a.x.foo.com", "/")[2])["backend"] == "dflt"
     assert json.loads(get(haproxy, "foo.com", "/")[2])["backend"] == "dflt"
-    status, headers, _, _ = get(haproxy, "down.com", "/")
-    assert status == 503 and headers["Server"] == "trellis-ingress"
+    status, headers, body, _ = get(haproxy, "down.com", "/")
+    assert status == 503 and headers["Server"] == "trellis-ingress" and body == b"503 no ready endpoints\n"
     # the endpoint becomes ready: a runtime-API change, same worker, no reload
     pid = haproxy.worker_pid()
     slices["default/down"][0]["endpoints"][0]["conditions"]["ready"] = True
     prev = {n: b.slots for n, b in plan.backends.items()}
     new = compile_plan(ings, [ingress_class()], svcs, slices, {}, prev, default_cert=plan.certs[0].pem)
     assert new.structure() == plan.structure()
-    haproxy.apply(runtime_commands(plan, new))
+    haproxy.apply(runtime_commands(plan, new, haproxy.paths))
     assert json.loads(get(haproxy, "down.com", "/")[2])["backend"] == "down"
     assert haproxy.worker_pid() == pid and haproxy.reloads == 0
     # and goes away again: 503
     slices["default/down"][0]["endpoints"] = []
     gone = compile_plan(ings, [ingress_class()], svcs, slices, {}, {n: b.slots for n, b in new.backends.items()},
                         default_cert=plan.certs[0].pem)
-    haproxy.apply(runtime_commands(new, gone))
+    haproxy.apply(runtime_commands(new, gone, haproxy.paths))
     assert get(haproxy, "down.com", "/")[0] == 503
+    # an endpoint nothing listens on: haproxy's own 503, told apart from "no ready endpoints"
+    slices["default/down"][0]["endpoints"] = [{"addresses": ["127.0.0.1"], "conditions": {"ready": True}}]
+    slices["default/down"][0]["ports"][0]["port"] = free_port()
+    dead = compile_plan(ings, [ingress_class()], svcs, slices, {}, {n: b.slots for n, b in gone.backends.items()},
+                        default_cert=plan.certs[0].pem)
+    haproxy.apply(runtime_commands(gone, dead, haproxy.paths))
+    status, headers, body, _ = get(haproxy, "down.com", "/")
+    assert status == 503 and body == b"503 no endpoint could be connected to\n"
 
 
 @pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed")
@@ -216,3 +224,62 @@ def test_a_thousand_ingresses(backends, haproxy):
     assert get(haproxy, "h999.many.test", "/")[0] == 308
     assert json.loads(get(haproxy, "h999.many.test", "/", https=True)[2])["backend"] == "a"
     assert get(haproxy, "h1000.many.test", "/")[0] == 404
+
+
+HOSTS = ["a.test", "b.test", "*.w.test", "x.w.test", ""]
+PATHS = ["/", "/foo", "/foo/", "/foo/bar", "/foob", "/a;b", "/deep/er/path"]
+REQ_HOSTS = ["a.test", "A.TEST:80", "b.test", "x.w.test", "y.w.test", "z.y.w.test", ".w.test", "other.test"]
+REQ_PATHS = ["/", "/foo", "/foo/", "/foo/bar", "/foo/bar/baz", "/foobar", "/foob", "/a;b", "/deep/er/path/x", "/x"]
+
+
+def random_ingresses(rng: random.Random) -> list[dict]:
+    # "all" references every backend, so that every plan has the same structure
+    ings = [ingress("all", [("all.test", [path(f"/{s}", s) for s in ("s0", "s1", "s2")])])]
+    for i in range(rng.randint(0, 6)):
+        rules = [(rng.choice(HOSTS), [path(rng.choice(PATHS), rng.choice(["s0", "s1", "s2"]),
+                                           rng.choice(["Exact", "Prefix", "ImplementationSpecific"]))
+                                      for _ in range(rng.randint(1, 3))]) for _ in range(rng.randint(1, 2))]
+        ings.append(ingress(f"r{i}", rules, created=f"2024-01-01T00:00:{rng.randint(0, 59):02d}Z"))
+    return ings
+
+
+def test_host_and_path_changes_by_runtime_api_route_as_select_says(backends, haproxy):
+    """Random Ingress sets one after the other, each applied to the live haproxy through the
+    runtime API (maps): every request goes where ``compile.select`` says, no reload."""
+    from trellis.ingress.compile import select
+    svcs, slices = world(backends, ["s0", "s1", "s2"])
+    cert = self_signed()
+    rng = random.Random(7)
+
+    def plan_of(ings, prev=None):
+        return compile_plan(ings, [ingress_class()], svcs, slices, {}, prev, default_cert=cert)
+    plan = plan_of(random_ingresses(rng))
+    haproxy.write(plan)
+    haproxy.start()
+    pid, checked = haproxy.worker_pid(), 0
+    for step in range(25):
+        new = plan_of(random_ingresses(rng), {n: b.slots for n, b in plan.backends.items()})
+        assert new.structure() == plan.structure()
+        haproxy.apply(runtime_commands(plan, new, haproxy.paths))
+        plan = new
+        for host in REQ_HOSTS:
+            for req in REQ_PATHS:
+                route = select(plan, host, req)
+                status, _, body, _ = get(haproxy, host, req)
+                if route is None:
+                    assert status == 404, (step, host, req)
+                else:
+                    want = plan.backends[route.backend].ref.service
+                    assert status == 200 and json.loads(body)["backend"] == want, (step, host, req, body)
+                checked += 1
+    assert haproxy.worker_pid() == pid and haproxy.reloads == 0
+    # the files written for the last plan route the same after a reload
+    haproxy.write(plan, check=False)
+    haproxy.reload()
+    for host in REQ_HOSTS:
+        for req in REQ_PATHS:
+            route = select(plan, host, req)
+            want = plan.backends[route.backend].ref.service if route else None
+            status, _, body, _ = get(haproxy, host, req)
+            assert (json.loads(body)["backend"] if status == 200 else None) == want, (host, req)
+    assert checked == 25 * len(REQ_HOSTS) * len(REQ_PATHS)

@@ -73,10 +73,10 @@ class Plan:
     problems: list[Problem]
 
     def structure(self) -> tuple:
-        """Everything but the endpoint addresses: when only this stays equal, the runtime API
-        can apply a change; otherwise haproxy reloads."""
-        return (tuple((v.host, tuple(v.routes)) for v in self.vhosts),
-                tuple((b.name, len(b.slots)) for b in sorted(self.backends.values(), key=lambda b: b.name)),
+        """What only a reload can change: the backends and their slot counts, the default
+        backend, the certificates. Endpoint addresses, hosts and paths (haproxy maps) are
+        runtime-API changes."""
+        return (tuple((b.name, len(b.slots)) for b in sorted(self.backends.values(), key=lambda b: b.name)),
                 self.default_backend, tuple(self.certs))
 
 

@@ -1,14 +1,21 @@
-"""A ``Plan`` -> haproxy configuration text and runtime-API commands. Pure, no I/O.
+"""A ``Plan`` -> haproxy configuration text, map files and runtime-API commands. Pure, no I/O.
 
-How the frontend decides (one pass, in this order):
+The routing decision lives in four haproxy maps, not in configuration lines, so that adding,
+changing or removing hosts and paths is a runtime-API change (``add/set/del map``), never a
+reload, and the frontend is the same eight rules for 1 Ingress or 10,000:
 
 1. ``txn.host``: the Host header without its port, lower case.
-2. ``txn.vh``: the first virtual host that matches, exact hosts first, then ``*.`` wildcards
-   (one label: ``^[^.]+\\.foo\\.com$``), then the rules without a host.
-3. ``txn.route``: the backend of the first route of that virtual host whose path matches,
-   routes already in precedence order (``R:``-prefixed when plain HTTP is redirected). Exact
-   is ``path -m str``; Prefix ``/foo`` is ``path -m str /foo`` or ``path -m beg /foo/``
-   (element-wise: never ``/foobar``); Prefix ``/`` is everything.
+2. ``txn.vh``, the virtual host: ``hosts.map`` (exact hosts, the host -> itself), else
+   ``wildcards.map`` keyed by the host minus its first label (``foo.com`` -> ``*.foo.com``:
+   one label only, never an empty one), else ``*``, the rules without a host.
+3. ``txn.route``: the key is virtual host + path (``foo.com/api``; a host holds no ``/``, a
+   path starts with one). ``exact.map`` (``map_str``) holds every Exact path and every Prefix
+   path's own base; ``prefix.map`` (``map_beg``, a prefix tree: the longest entry wins) holds
+   every Prefix base + ``/`` (element-wise: ``/foo`` never matches ``/foobar``). A hit in
+   ``exact.map`` is the longest possible match, so it goes first; where two routes claim the
+   same key, the one first in precedence order keeps it (Exact before Prefix at equal length,
+   then the oldest Ingress). That is ``compile.select``'s decision, route for route.
+   A route's value is its backend, ``R:``-prefixed when plain HTTP is redirected.
 4. Plain-HTTP requests for an ``R:`` route get a 308 to https.
 5. ``use_backend`` the route's backend; nothing chosen: the default backend, else ``trellis-404``.
 
@@ -17,12 +24,15 @@ Servers are slots (see compile.py): an empty slot is ``disabled`` (maintenance) 
 """
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 from trellis.ingress.compile import Plan
 
 SERVER_HEADER = "trellis-ingress"
+# the bodies of the controller's own answers (trellis probe tells them apart by these)
+NO_RULE = "404 no ingress rule matches"
+NO_ENDPOINTS = "503 no ready endpoints"
+UPSTREAM_FAILED = "503 no endpoint could be connected to"
 
 
 @dataclass(frozen=True)
@@ -35,25 +45,67 @@ class Paths:
     https_port: int = 443
     bind_address: str = ""  # "" = every address of the (pod's) network namespace
     health_port: int = 0  # GET /healthz answers 200 here once haproxy serves (0: none)
+    map_suffix: str = ""  # ".new" while a staged configuration is checked
+
+    def map_path(self, name: str) -> str:
+        return f"{self.run_dir}/{name}.map{self.map_suffix}"
+
+
+MAPS = ("hosts", "wildcards", "exact", "prefix")
+Maps = dict[str, dict[str, str]]
 
 
 def _slot(i: int) -> str:
     return f"s{i + 1}"
 
 
-def _wild_regex(host: str) -> str:
-    # single-quoted: haproxy's parser keeps backslashes inside single quotes
-    return "'^[^.]+" + re.escape(host[1:]).replace("\\-", "-") + "$'"
+def vhost_id(host: str) -> str:
+    return host or "*"
 
 
-def _path_cond(vh: str, path_type: str, path: str) -> str:
-    on_vh = f"{{ var(txn.vh) -m str {vh} }}"
-    if path_type == "Exact":
-        return f"{on_vh} {{ path -m str '{path}' }}"
-    base = path.rstrip("/")
-    if not base:
-        return on_vh
-    return f"{on_vh} {{ path -m str '{base}' }} || {on_vh} {{ path -m beg '{base}/' }}"
+def render_maps(plan: Plan) -> Maps:
+    """The four maps' entries (key -> value), from the plan's routes in precedence order."""
+    maps: Maps = {m: {} for m in MAPS}
+    for vh in plan.vhosts:
+        vid = vhost_id(vh.host)
+        if vh.host.startswith("*."):
+            maps["wildcards"][vh.host[2:]] = vid
+        elif vh.host:
+            maps["hosts"][vh.host] = vid
+        for r in vh.routes:
+            value = f"R:{r.backend}" if r.redirect else r.backend
+            if r.rule.path_type == "Exact":
+                maps["exact"].setdefault(vid + r.rule.path, value)
+            else:
+                base = r.rule.path.rstrip("/")
+                maps["exact"].setdefault(vid + (base or "/"), value)
+                maps["prefix"].setdefault(vid + base + "/", value)
+    return maps
+
+
+def map_file(entries: dict[str, str]) -> str:
+    return "".join(f"{k} {v}\n" for k, v in sorted(entries.items()))
+
+
+def _cli(word: str) -> str:
+    return word.replace(";", "\\;")  # the runtime API splits commands on ';'
+
+
+def map_commands(old: Maps, new: Maps, paths: Paths) -> list[str]:
+    """``add/set/del map`` commands from ``old`` to ``new``: routes appear before the hosts
+    that lead to them and go after them, so no request meets a half-made virtual host."""
+    adds, dels = [], []
+    for name in ("exact", "prefix", "hosts", "wildcards"):
+        path, before, after = paths.map_path(name), old.get(name, {}), new.get(name, {})
+        for k in sorted(after):
+            if k not in before:
+                adds.append(f"add map {path} {_cli(k)} {_cli(after[k])}")
+            elif before[k] != after[k]:
+                adds.append(f"set map {path} {_cli(k)} {_cli(after[k])}")
+    for name in ("hosts", "wildcards", "exact", "prefix"):
+        path, before, after = paths.map_path(name), old.get(name, {}), new.get(name, {})
+        dels += [f"del map {path} {_cli(k)}" for k in sorted(before) if k not in after]
+    return adds + dels
 
 
 def render(plan: Plan, paths: Paths) -> str:
@@ -76,8 +128,10 @@ def render(plan: Plan, paths: Paths) -> str:
            # with "connection: close" instead of closing it under a client that is writing
            "    option idle-close-on-response",
            "    default-server init-addr none",
+           # haproxy's own 503: it connected to no endpoint it tried (refused, rejected by
+           # policy or timed out); a backend without ready endpoints answers NO_ENDPOINTS itself
            f"    http-error status 503 content-type text/plain hdr Server {SERVER_HEADER} "
-           "string \"503 no ready endpoints\\n\"",
+           f"string \"{UPSTREAM_FAILED}\\n\"",
            f"    http-error status 502 content-type text/plain hdr Server {SERVER_HEADER} "
            "string \"502 bad gateway\\n\"",
            f"    http-error status 504 content-type text/plain hdr Server {SERVER_HEADER} "
@@ -87,29 +141,16 @@ def render(plan: Plan, paths: Paths) -> str:
            f"    bind {paths.bind_address}:{paths.http_port}",
            f"    bind {paths.bind_address}:{paths.https_port} ssl crt {paths.default_cert} crt-list {paths.crt_list}",
            "    http-request set-var(txn.host) req.hdr(host),field(1,:),lower"]
-    for i, vh in enumerate(plan.vhosts):
-        name = f"h{i + 1}"
-        unset = "" if i == 0 else " !{ var(txn.vh) -m found }"
-        if not vh.host:
-            cond = f"if{unset}" if unset else ""
-        elif vh.host.startswith("*."):
-            cond = f"if{unset} {{ var(txn.host) -m reg {_wild_regex(vh.host)} }}"
-        else:
-            cond = f"if{unset} {{ var(txn.host) -m str {vh.host} }}"
-        out.append(f"    http-request set-var(txn.vh) str({name}) {cond}".rstrip())
-    any_redirect = False
-    for i, vh in enumerate(plan.vhosts):
-        for r in vh.routes:
-            # the route's value is its backend's name, "R:"-prefixed when plain HTTP is redirected:
-            # one rule per route whatever the number of routes (a config line has at most 64 words)
-            value = f"R:{r.backend}" if r.redirect else r.backend
-            any_redirect |= r.redirect
-            cond = _path_cond(f"h{i + 1}", r.rule.path_type, r.rule.path)
-            # "!found" must guard every OR-branch: haproxy's || binds looser than the implicit AND
-            guarded = " || ".join(f"!{{ var(txn.route) -m found }} {c}" for c in cond.split(" || "))
-            out.append(f"    http-request set-var(txn.route) str({value}) if {guarded}")
-    if any_redirect:
-        out.append("    http-request redirect scheme https code 308 if !{ ssl_fc } { var(txn.route) -m beg R: }")
+    mp = {m: paths.map_path(m) for m in MAPS}
+    out += [f"    http-request set-var(txn.vh) var(txn.host),map_str({mp['hosts']})",
+            f"    http-request set-var(txn.vh) var(txn.host),field(2,.,0),map_str({mp['wildcards']}) "
+            "if !{ var(txn.vh) -m found } !{ var(txn.host) -m beg . }",
+            "    http-request set-var(txn.vh) str(*) if !{ var(txn.vh) -m found }",
+            '    http-request set-var-fmt(txn.key) "%[var(txn.vh)]%[path]"',
+            f"    http-request set-var(txn.route) var(txn.key),map_str({mp['exact']})",
+            f"    http-request set-var(txn.route) var(txn.key),map_beg({mp['prefix']}) "
+            "if !{ var(txn.route) -m found }",
+            "    http-request redirect scheme https code 308 if !{ ssl_fc } { var(txn.route) -m beg R: }"]
     out.append(f"    http-response set-header Server {SERVER_HEADER} if !{{ res.hdr(server) -m found }}")
     out.append("    use_backend %[var(txn.route),regsub(^R:,)] if { var(txn.route) -m found }")
     out.append(f"    default_backend {plan.default_backend or 'trellis-404'}")
@@ -117,10 +158,12 @@ def render(plan: Plan, paths: Paths) -> str:
         out += ["", "frontend healthz", f"    bind {paths.bind_address}:{paths.health_port}",
                 "    monitor-uri /healthz"]
     out += ["", "backend trellis-404",
-            f"    http-request return status 404 content-type text/plain string \"404 no ingress rule matches\\n\" "
+            f"    http-request return status 404 content-type text/plain string \"{NO_RULE}\\n\" "
             f"hdr Server {SERVER_HEADER}"]
     for be in sorted(plan.backends.values(), key=lambda b: b.name):
-        out += ["", f"backend {be.name}", "    balance roundrobin"]
+        out += ["", f"backend {be.name}", "    balance roundrobin",
+                f"    http-request return status 503 content-type text/plain hdr Server {SERVER_HEADER} "
+                f"string \"{NO_ENDPOINTS}\\n\" if {{ nbsrv() eq 0 }}"]
         for i, s in enumerate(be.slots):
             out.append(f"    server {_slot(i)} {s[0]}:{s[1]}" if s else f"    server {_slot(i)} 127.0.0.1:1 disabled")
     return "\n".join(out) + "\n"
@@ -131,9 +174,10 @@ def render_crt_list(plan: Plan, cert_path) -> str:
     return "".join(f"{cert_path(c)} {' '.join(c.hosts)}\n" for c in plan.certs if c.hosts)
 
 
-def runtime_commands(old: Plan | None, new: Plan) -> list[str]:
-    """Runtime-API commands that move the live haproxy from ``old``'s endpoints to ``new``'s
-    (same structure). Emptied slots go to maintenance before filled ones come up."""
+def runtime_commands(old: Plan | None, new: Plan, paths: Paths) -> list[str]:
+    """Runtime-API commands that move the live haproxy from ``old`` to ``new`` (same
+    structure): server slots, then the maps. Emptied slots go to maintenance before filled
+    ones come up."""
     cmds_down, cmds_up = [], []
     for name, be in sorted(new.backends.items()):
         before = old.backends[name].slots if old and name in old.backends else [None] * len(be.slots)
@@ -147,4 +191,5 @@ def runtime_commands(old: Plan | None, new: Plan) -> list[str]:
                 if a is not None:
                     cmds_down.append(f"set server {srv} state maint")
                 cmds_up += [f"set server {srv} addr {b[0]} port {b[1]}", f"set server {srv} state ready"]
-    return cmds_down + cmds_up
+    maps = map_commands(render_maps(old) if old else {}, render_maps(new), paths)
+    return cmds_down + cmds_up + maps

@@ -4,7 +4,8 @@ Watches Ingresses, IngressClasses, Services, EndpointSlices and Secrets. Handler
 the world dirty; one worker compiles a Plan (``compile.py``) at most every ``--debounce``
 seconds and after every ``--resync``, then moves haproxy to it the cheapest way:
 
-- only endpoints changed (same structure): runtime-API ``set server`` commands, no reload;
+- same backends and certificates (endpoints, hosts or paths changed): runtime-API
+  ``set server`` and ``add/set/del map`` commands, no reload;
 - anything else: new files, ``haproxy -c``, then a hitless master-worker reload.
 
 Then it writes ``status.loadBalancer.ingress[].ip`` (the addresses of ``--publish-service``,
@@ -82,11 +83,12 @@ class IngressController:
             log.info("haproxy reloaded in %.0f ms: %d hosts, %d backends", (time.monotonic() - t0) * 1000,
                      len(plan.vhosts), len(plan.backends))
         else:
-            cmds = runtime_commands(self.plan, plan)
+            cmds = runtime_commands(self.plan, plan, self.haproxy.paths)
             if cmds:
+                t0 = time.monotonic()
                 self.haproxy.apply(cmds)
-                self.haproxy.write(plan)  # a later restart starts from the same endpoints
-                log.info("runtime API: %d commands", len(cmds))
+                self.haproxy.write(plan, check=False)  # a later reload starts from the same state
+                log.info("runtime API: %d commands in %.0f ms", len(cmds), (time.monotonic() - t0) * 1000)
         self.plan = plan
         uids = {f"{o['metadata'].get('namespace')}/{o['metadata']['name']}": o["metadata"].get("uid", "")
                 for o in self.informers["ingresses"].items() + self.informers["secrets"].items()}

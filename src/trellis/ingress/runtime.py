@@ -24,7 +24,7 @@ import time
 from dataclasses import replace
 
 from trellis.ingress.compile import Cert, Plan
-from trellis.ingress.haproxy import Paths, render, render_crt_list
+from trellis.ingress.haproxy import Paths, map_file, render, render_crt_list, render_maps
 
 log = logging.getLogger("trellis.ingress")
 
@@ -67,9 +67,11 @@ class HAProxy:
         return os.path.join(self.run_dir, "certs", f"{cert.name}-{digest}.pem")
 
     # -- files --
-    def write(self, plan: Plan) -> str:
-        """Write certificates, crt-list and config for ``plan``; raises HAProxyError (and keeps
-        the previous files live) when haproxy rejects the result."""
+    def write(self, plan: Plan, check: bool = True) -> str:
+        """Write certificates, crt-list, maps and config for ``plan``; raises HAProxyError (and
+        keeps the previous files live) when haproxy rejects the result. ``check=False`` is for
+        a plan of the live structure whose changes the runtime API has already applied: only
+        the files are brought up to date, for the next reload."""
         default = next((c for c in plan.certs if c.name == "default"), None)
         if default is None:
             raise HAProxyError("the plan has no default certificate")
@@ -77,19 +79,29 @@ class HAProxy:
             if not os.path.exists(self.cert_path(c)):
                 _atomic_write(self.cert_path(c), c.pem)
         self.paths = replace(self.paths, default_cert=self.cert_path(default))
-        staged = f"{self.config}.new"
-        crt_staged = f"{self.paths.crt_list}.new"
-        _atomic_write(crt_staged, render_crt_list(plan, self.cert_path).encode(), 0o644)
-        text = render(plan, replace(self.paths, crt_list=crt_staged))
-        _atomic_write(staged, text.encode(), 0o644)
-        check = subprocess.run([self.binary, "-c", "-f", staged], capture_output=True, text=True)
-        if check.returncode != 0:
-            alerts = [ln for ln in (check.stderr + check.stdout).splitlines() if "ALERT" in ln] or [check.stderr]
-            raise HAProxyError(f"haproxy rejected the configuration: {' | '.join(alerts).strip()}")
-        os.replace(crt_staged, self.paths.crt_list)
+        maps = render_maps(plan)
+        crt_list = render_crt_list(plan, self.cert_path).encode()
+        if check:
+            staged = replace(self.paths, crt_list=f"{self.paths.crt_list}.new", map_suffix=".new")
+            _atomic_write(staged.crt_list, crt_list, 0o644)
+            for name, entries in maps.items():
+                _atomic_write(staged.map_path(name), map_file(entries).encode(), 0o644)
+            staged_cfg = f"{self.config}.new"
+            _atomic_write(staged_cfg, render(plan, staged).encode(), 0o644)
+            result = subprocess.run([self.binary, "-c", "-f", staged_cfg], capture_output=True, text=True)
+            os.unlink(staged_cfg)
+            for name in maps:
+                os.unlink(staged.map_path(name))
+            if result.returncode != 0:
+                alerts = [ln for ln in (result.stderr + result.stdout).splitlines() if "ALERT" in ln] or [result.stderr]
+                raise HAProxyError(f"haproxy rejected the configuration: {' | '.join(alerts).strip()}")
+            os.replace(staged.crt_list, self.paths.crt_list)
+        else:
+            _atomic_write(self.paths.crt_list, crt_list, 0o644)
+        for name, entries in maps.items():
+            _atomic_write(self.paths.map_path(name), map_file(entries).encode(), 0o644)
         text = render(plan, self.paths)
         _atomic_write(self.config, text.encode(), 0o644)
-        os.unlink(staged)
         self._live_certs.append({self.cert_path(c) for c in plan.certs})
         self._live_certs = self._live_certs[-2:]  # the running worker's and the next one's
         keep = set().union(*self._live_certs)
