@@ -397,3 +397,55 @@ def test_policy_judges_the_ingress_pod_and_explain_says_so(kc, lab, lb_ip):
         kc.delete(NET, "ingresses", "explained", NS)
         for api, plural, obj in echo_objects("explain-echo"):
             kc.delete(api, plural, obj["metadata"]["name"], NS)
+
+
+def test_probe_ingress_hosts_and_paths_agrees_with_explain(kc, lab, lb_ip):
+    """`trellis probe --ingresses`, from a pod and from outside: a backend on node-1 answers, one
+    on node-2 whose policy admits only the outside client is denied at the ingress pod's
+    connection, a Service without endpoints is refused; explain agrees with every cell."""
+    made = []
+    for name, node in (("probe-a", "node-1"), ("probe-b", "node-2")):
+        for api, plural, obj in echo_objects(name):
+            if plural == "deployments":
+                obj["spec"]["template"]["spec"]["nodeName"] = node
+            kc.create(api, plural, obj, NS)
+            made.append((api, plural, obj["metadata"]["name"]))
+    kc.create("v1", "services", {"metadata": {"name": "probe-z"}, "spec": {
+        "selector": {"app.kubernetes.io/name": "nothing"}, "ports": [{"name": "http", "port": 8080}]}}, NS)
+    made.append(("v1", "services", "probe-z"))
+    np_api = "networking.k8s.io/v1"
+    kc.create(np_api, "networkpolicies", {"metadata": {"name": "probe-b-outside-only"}, "spec": {
+        "podSelector": {"matchLabels": {"app.kubernetes.io/name": "probe-b"}},
+        "ingress": [{"from": [{"ipBlock": {"cidr": f"{topology.CLIENT_IP}/32"}}]}]}}, NS)
+    made.append((np_api, "networkpolicies", "probe-b-outside-only"))
+    make_ingress(kc, "probed", {"rules": [rule("probe.test", [("/a", "Prefix", "probe-a"), ("/b", "Prefix", "probe-b"),
+                                                              ("/z", "Prefix", "probe-z")])]})
+    made.append((NET, "ingresses", "probed"))
+    try:
+        for name in ("probe-a", "probe-b"):
+            running_pods(kc, NS, f"app.kubernetes.io/name={name}", 1, timeout=60)
+        wait_for(lambda: get(lab, lb_ip, "probe.test", "/a").get("status") == 200, 20, "the probed Ingress")
+
+        def probe(*extra):
+            r = subprocess.run([sys.executable, "-m", "trellis.cli.main", "probe", "--lab", lab.name, "--namespaces", NS,
+                                "--ingresses", "--explain", "-o", "json", *extra], capture_output=True, text=True,
+                               timeout=180)
+            assert r.returncode in (0, 1), r.stderr
+            return json.loads(r.stdout)
+        want = {"probe.test/a": "ok", "probe.test/b": "denied", "probe.test/z": "refused"}
+        for extra in (["-l", "app.kubernetes.io/name=probe-a"], ["--from-outside"]):
+            doc = probe(*extra)
+            rows = doc["observed"]["TCP/80"]
+            assert len(rows) == 1, rows
+            row = next(iter(rows.values()))
+            got = {dst.split(" ", 1)[1]: seen for dst, seen in row.items() if dst.startswith("ing/")}
+            assert {k: got.get(k) for k in want} == want, (extra, row)
+            assert doc["disagreements"] == [], (extra, doc)
+            # explain's word for the denied cell names the backend's policy, not the ingress
+            ing_cells = {dst: v for dst, v in doc["explained"]["TCP/80"][next(iter(rows))].items()
+                         if dst.startswith("ing/")}
+            assert ing_cells[f"ing/{NS}/probed probe.test/b"] == "denied"
+    finally:
+        for api, plural, name in reversed(made):
+            if kc.get_or_none(api, plural, name, NS):
+                kc.delete(api, plural, name, NS)

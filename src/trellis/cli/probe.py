@@ -9,6 +9,12 @@ Every cell is what one new connection saw, in the words of the lab's test client
   t  timeout      dropped on the way (externalTrafficPolicy Local without a local endpoint, ...)
   u  unreachable  no route (pod and ClusterIP addresses from outside the cluster)
 
+``--ingresses`` adds one target per host and path the ingress controller serves: an HTTP
+request through the ingress Service. ``.`` an endpoint answered; ``r`` the controller says no
+rule matches or the backend has no ready endpoint; when the ingress could connect to no
+endpoint, the cell is what the ingress pod's own connections to those endpoints meet (``X``
+the backend's policy, ``r`` nothing listens, ``t`` dropped): haproxy's 503 cannot tell.
+
 ``--explain`` computes every cell with the path model of ``trellis explain``
 (``policy.paths``) and marks a cell ``?`` where the two disagree; a refused cell
 that policy allows is counted as "no listener", not as a disagreement.
@@ -26,7 +32,7 @@ import yaml
 
 from trellis.cli import output
 from trellis.kube.client import KubeClient
-from trellis.policy import live, model, paths
+from trellis.policy import ingress_paths, live, model, paths
 
 SYMBOL = {"ok": ".", "denied": "X", "refused": "r", "timeout": "t", "unreachable": "u"}
 LEGEND = "'.' reaches, 'X' denied by policy, 'r' refused (nothing listens), 't' timed out, 'u' unreachable"
@@ -37,6 +43,8 @@ class Target:
     label: str
     ip: str
     ports: dict[tuple[str, int], int] | None = None  # a Service: (proto, port) -> port; None: a pod (any port)
+    url: str | None = None  # an Ingress host/path: the request sent to ``ip`` (the ingress Service)
+    route: tuple[str, str] | None = None  # (host, path) of that request, for the path model
 
     def has(self, proto: str, port: int) -> bool:
         return (self.ports is None and (proto == "icmp" or port)) or (
@@ -58,6 +66,7 @@ class Probe:
     explained: dict | None = None    # {"TCP/80": {source: {target: [verdict, agrees]}}}
     cells: list[tuple[str, int]] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)  # what policy is not honoured as written
+    ingress_plan: object = None      # what the ingress controller serves, when Ingresses are probed
 
 
 def cell_key(proto: str, port: int) -> str:
@@ -145,28 +154,55 @@ def outside_targets(client: KubeClient, namespaces: list[str] | None) -> dict[st
     return out
 
 
+def ingress_targets(plan, front: list[str], namespaces: list[str] | None) -> dict[str, Target]:
+    """One target per host and path the ingress controller serves, asked at its Service's
+    address (a wildcard host as ``probe.<domain>``, a rule without host by the address)."""
+    out: dict[str, Target] = {}
+    if not front:
+        return out
+    for vh in plan.vhosts:
+        for r in vh.routes:
+            ns = r.ingress.split("/", 1)[0]
+            if (namespaces and ns not in namespaces) or (namespaces is None and ns in model.SYSTEM_NAMESPACES):
+                continue
+            host = "probe" + vh.host[1:] if vh.host.startswith("*.") else (vh.host or front[0])
+            label = f"ing/{r.ingress} {host}{r.rule.path}"
+            out[label] = Target(label, front[0], {("tcp", 80): 80}, f"http://{host}{r.rule.path}",
+                                (host, r.rule.path))
+    return out
+
+
+def _want(t: Target, proto: str, port: int) -> str | None:
+    """The agnhost ``matrix`` target for one cell of ``t`` (None: not a cell of it)."""
+    if not t.has(proto, port):
+        return None
+    if t.url:
+        return f"{t.url}@{t.ip}:{t.ports[(proto, port)]}"
+    if proto == "icmp":
+        return f"{t.ip}/icmp"
+    return f"{t.ip}:{t.ports[(proto, port)] if t.ports else port}/{proto}"
+
+
+def agnhost_matrix(src: Source, probes: list[str], timeout: float) -> dict:
+    """One agnhost ``matrix`` run inside ``src``: {probe: [outcome, detail]} ({} if it cannot run)."""
+    if src.argv is None or not probes:
+        return {}
+    cmd = [sys.executable, "-m", "trellis.lab.images.agnhost", "matrix", "--timeout", str(timeout), *probes]
+    i = src.argv.index("{cmd}")
+    r = subprocess.run(src.argv[:i] + cmd + src.argv[i + 1:], capture_output=True, text=True,
+                       timeout=60 + (timeout / 16 + 1.05) * len(probes))  # timeouts are retried once a second
+    try:
+        return json.loads(r.stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        return {}
+
+
 def run_matrix(sources: list[Source], targets: dict[str, Target], cells: list[tuple[str, int]],
                timeout: float) -> dict:
     """One agnhost ``matrix`` run per source, all targets at once; -> {cell: {src: {dst: outcome}}}."""
-    def want(t: Target, proto: str, port: int) -> str | None:
-        if not t.has(proto, port):
-            return None
-        if proto == "icmp":
-            return f"{t.ip}/icmp"
-        return f"{t.ip}:{t.ports[(proto, port)] if t.ports else port}/{proto}"
-
     def run(src: Source) -> tuple[str, dict]:
-        probes = sorted({w for t in targets.values() for proto, port in cells if (w := want(t, proto, port))})
-        if src.argv is None or not probes:
-            return src.label, {}
-        cmd = [sys.executable, "-m", "trellis.lab.images.agnhost", "matrix", "--timeout", str(timeout), *probes]
-        i = src.argv.index("{cmd}")
-        r = subprocess.run(src.argv[:i] + cmd + src.argv[i + 1:], capture_output=True, text=True,
-                           timeout=60 + (timeout / 16 + 1.05) * len(probes))  # timeouts are retried once a second
-        try:
-            return src.label, json.loads(r.stdout.strip().splitlines()[-1])
-        except (ValueError, IndexError):
-            return src.label, {}
+        probes = sorted({w for t in targets.values() for proto, port in cells if (w := _want(t, proto, port))})
+        return src.label, agnhost_matrix(src, probes, timeout)
 
     with ThreadPoolExecutor(8) as pool:
         answers = dict(pool.map(run, sources))
@@ -176,10 +212,31 @@ def run_matrix(sources: list[Source], targets: dict[str, Target], cells: list[tu
         for s in sources:
             row = tab.setdefault(s.label, {})
             for t in targets.values():
-                w = want(t, proto, port)
+                w = _want(t, proto, port)
                 if w is not None:
                     row[t.label] = (answers[s.label].get(w) or ["timeout", "not probed"])[0]
     return result
+
+
+def resolve_upstream(result: dict, targets: dict[str, Target], plan, proxy: Source | None,
+                     timeout: float) -> None:
+    """Cells where the ingress connected to no endpoint (``upstream``) get what the kernel
+    answers to that second leg: the same connections, from the ingress pod (denied by the
+    backend's policy, refused because nothing listens, or timed out)."""
+    from trellis.ingress.compile import select
+    todo = [(row, dst) for tab in result.values() for row in tab.values() for dst, seen in row.items()
+            if seen == "upstream"]
+    if not todo:
+        return
+    eps: dict[str, list[str]] = {}
+    for _, dst in todo:
+        route = select(plan, *targets[dst].route)
+        backend = route.backend if route else plan.default_backend
+        eps[dst] = sorted(f"{ip}:{port}/tcp" for ip, port in (plan.backends[backend].endpoints if backend else ()))
+    seen_by = agnhost_matrix(proxy, sorted({e for es in eps.values() for e in es}), timeout) if proxy else {}
+    for row, dst in todo:
+        words = {(seen_by.get(e) or ["timeout"])[0] for e in eps[dst]}
+        row[dst] = next((w for w in ("denied", "refused", "timeout") if w in words), "timeout")
 
 
 def explain_matrix(world: paths.World, probe: Probe) -> dict:
@@ -193,7 +250,11 @@ def explain_matrix(world: paths.World, probe: Probe) -> dict:
             for dst, seen in row.items():
                 t = probe.targets[dst]
                 connected_to = t.ports[(proto, port)] if t.ports else port  # a NodePort, or the port itself
-                hops = paths.trace(world, by_label[src].client, t.ip, proto, connected_to)
+                if t.route is not None:
+                    hops = ingress_paths.trace(world, by_label[src].client, probe.ingress_plan,
+                                               [(t.ip, connected_to)], *t.route)
+                else:
+                    hops = paths.trace(world, by_label[src].client, t.ip, proto, connected_to)
                 out.setdefault(key, {}).setdefault(src, {})[dst] = [paths.verdict(hops), paths.agrees(hops, seen)]
     return out
 
@@ -241,7 +302,8 @@ def render(probe: Probe, expected: dict | None = None, out=None) -> tuple[int, i
 
 def probe(client: KubeClient, lab_dir: str, namespaces: list[str] | None, selector: str | None, ports: list[int],
           protocols: list[str], services: bool = False, timeout: float = 1.0, pod_targets: bool = True,
-          sources: list[dict] | None = None, from_outside: bool = False, explain: bool = False) -> Probe:
+          sources: list[dict] | None = None, from_outside: bool = False, explain: bool = False,
+          ingresses: bool = False) -> Probe:
     pods = running_pods(client, namespaces, selector)
     cells = [(p, 0) if p == "icmp" else (p, port) for p in protocols for port in (ports if p != "icmp" else [0])]
     if from_outside:
@@ -256,8 +318,20 @@ def probe(client: KubeClient, lab_dir: str, namespaces: list[str] | None, select
                    if pod_targets and not p["spec"].get("hostNetwork")}
         if services:
             targets.update(service_targets(client, namespaces))
+    plan = None
+    if ingresses:
+        plan = live.ingress_plan(client)
+        svc = client.get_or_none("v1", "services", live.INGRESS_SERVICE[1], live.INGRESS_SERVICE[0]) or {}
+        front = ([i["ip"] for i in (svc.get("status") or {}).get("loadBalancer", {}).get("ingress") or []
+                  if i.get("ip")] if from_outside else [svc.get("spec", {}).get("clusterIP")] if svc else [])
+        targets.update(ingress_targets(plan, [ip for ip in front if ip], namespaces))
+        if ("tcp", 80) not in cells:
+            cells.append(("tcp", 80))
     result = run_matrix(srcs, targets, cells, timeout)
-    pr = Probe(result, srcs, targets, None, cells)
+    if plan is not None:
+        proxies = running_pods(client, [live.INGRESS_SERVICE[0]], "app.kubernetes.io/name=trellis-ingress")
+        resolve_upstream(result, targets, plan, pod_source(lab_dir, proxies[0]) if proxies else None, timeout)
+    pr = Probe(result, srcs, targets, None, cells, ingress_plan=plan)
     if explain:
         world, pr.problems = live.world(client)
         pr.explained = explain_matrix(world, pr)
@@ -286,7 +360,7 @@ def cmd_probe(args, client: KubeClient, lab_dir: str) -> int:
         with open(args.expect) as f:
             expected = yaml.safe_load(f)
     pr = probe(client, lab_dir, nss, args.selector, ports, protocols, args.services, args.timeout,
-               from_outside=args.from_outside, explain=args.explain)
+               from_outside=args.from_outside, explain=args.explain, ingresses=args.ingresses)
     if args.output:
         doc = {"observed": pr.result, "notHonoured": pr.problems}
         if pr.explained is not None:
@@ -324,6 +398,10 @@ def add_parser(sub, common, client_for, lab_dir_for) -> None:
     pr.add_argument("--from-outside", action="store_true",
                     help="probe from the lab's client namespace (outside the cluster) to every node's NodePorts "
                     "and every LoadBalancer IP")
+    pr.add_argument("--ingresses", action="store_true",
+                    help="also request every host/path the ingress controller serves, through its Service (the "
+                    "ClusterIP from pods, the LoadBalancer IP with --from-outside): '.' an endpoint answered, 'r' no "
+                    "rule or no ready endpoint, 'X'/'r'/'t' what the ingress pod's connection to the endpoints met")
     pr.add_argument("--timeout", type=float, default=1.0, help="seconds per connection (default 1)")
     pr.add_argument("--expect", help="YAML/JSON file {PROTO/PORT: {SRC: {DST: true|false|OUTCOME}}} to compare with")
     pr.add_argument("--explain", action="store_true", help="also compute every cell with trellis explain")

@@ -153,9 +153,62 @@ def classify(err: OSError) -> str:
     return TIMEOUT
 
 
+# the ingress controller's own answers, by their first line (trellis.ingress.haproxy)
+INGRESS_SERVER = "trellis-ingress"
+UPSTREAM = "upstream"  # the ingress connected to no endpoint: the caller looks at that leg itself
+HTTP_ANSWER_WAIT = 15.0  # haproxy tries a rejected endpoint for about 7 s before its 503
+
+
+def probe_http(target: str, timeout: float) -> tuple[str, str]:
+    """``http[s]://HOST/PATH@IP:PORT``: a GET with that Host (and SNI) to IP:PORT. ``ok`` when
+    an endpoint answered; ``refused`` when the ingress says no rule matches or the backend has
+    no ready endpoint; ``upstream`` when it could connect to no endpoint; a failed connection to
+    IP:PORT itself is classified as any other. A 308 to https is followed, to the same IP."""
+    import http.client
+    import ssl
+    from urllib.parse import urlsplit
+    url, _, addr = target.rpartition("@")
+    ip, _, port = addr.rpartition(":")
+    u = urlsplit(url)
+    for _ in range(2):
+        if u.scheme == "https":
+            ctx = ssl.create_default_context()
+            ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+            conn = http.client.HTTPSConnection(ip, int(port), timeout=timeout, context=ctx)
+            raw = socket.create_connection((ip, int(port)), timeout=timeout)
+            conn.sock = ctx.wrap_socket(raw, server_hostname=u.hostname)
+        else:
+            conn = http.client.HTTPConnection(ip, int(port), timeout=timeout)
+        try:
+            if conn.sock is None:
+                conn.connect()
+            conn.sock.settimeout(max(timeout, HTTP_ANSWER_WAIT))
+            conn.request("GET", u.path or "/", headers={"Host": u.netloc, "Connection": "close"})
+            r = conn.getresponse()
+            body = r.read(512).decode(errors="replace")
+        except OSError as e:
+            return classify(e), e.strerror or str(e)
+        finally:
+            conn.close()
+        ours = r.getheader("Server") == INGRESS_SERVER
+        first = body.splitlines()[0] if body else ""
+        if r.status == 308 and (r.getheader("Location") or "").startswith("https://") and u.scheme == "http":
+            u, port = urlsplit("https://" + u.netloc + (u.path or "/")), "443"
+            continue
+        if ours and first.startswith(("404 no ingress rule", "503 no ready endpoints")):
+            return REFUSED, first
+        if ours and r.status in (502, 503, 504):
+            return UPSTREAM, first
+        return OK, f"HTTP {r.status}"
+    return OK, "HTTP 308"
+
+
 def probe_one(target: str, timeout: float, ask: bytes = b"hostname\n") -> tuple[str, str]:
-    """``ip/icmp`` or ``host:port/tcp|udp`` -> (outcome, the answer or the error)."""
+    """``ip/icmp``, ``host:port/tcp|udp`` or ``http[s]://HOST/PATH@IP:PORT`` -> (outcome, the
+    answer or the error)."""
     import subprocess
+    if target.startswith(("http://", "https://")):
+        return probe_http(target, timeout)
     addr, _, proto = target.rpartition("/")
     if proto == "icmp":
         p = subprocess.run(["ping", "-c1", "-n", "-W", str(max(1, round(timeout))), addr], capture_output=True,
