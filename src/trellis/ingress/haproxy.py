@@ -161,9 +161,11 @@ def render(plan: Plan, paths: Paths) -> str:
             f"    http-request return status 404 content-type text/plain string \"{NO_RULE}\\n\" "
             f"hdr Server {SERVER_HEADER}"]
     for be in sorted(plan.backends.values(), key=lambda b: b.name):
+        # a worker that a reload is stopping counts no usable server (nbsrv 0) while it still
+        # answers requests on its keep-alive connections: those go to the servers as before
         out += ["", f"backend {be.name}", "    balance roundrobin",
                 f"    http-request return status 503 content-type text/plain hdr Server {SERVER_HEADER} "
-                f"string \"{NO_ENDPOINTS}\\n\" if {{ nbsrv() eq 0 }}"]
+                f"string \"{NO_ENDPOINTS}\\n\" if {{ nbsrv() eq 0 }} !{{ stopping }}"]
         for i, s in enumerate(be.slots):
             out.append(f"    server {_slot(i)} {s[0]}:{s[1]}" if s else f"    server {_slot(i)} 127.0.0.1:1 disabled")
     return "\n".join(out) + "\n"
