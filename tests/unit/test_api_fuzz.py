@@ -305,3 +305,39 @@ def test_label_keys_and_pod_quota(served):
     got, text = send("POST", "/api/v1/namespaces/default/pods", "application/json",
                      json.dumps(dict(POD, metadata={"name": "over"})).encode(), {})
     assert got == 403 and "exceeded quota: lab-max-pods" in json.loads(text)["message"]
+
+
+def test_dry_run_checks_everything_and_stores_nothing(served):
+    """dryRun=All on create, update, patch and delete: the answer is what would be stored (with
+    its ClusterIP), errors are the same, and the store and the allocators do not change."""
+    api, send = served
+    svc = dict(SERVICE, metadata={"name": "dry"}, spec=dict(SERVICE["spec"], type="NodePort"))
+    before = (set(api.alloc.ips), set(api.alloc.ports))
+    got, text = send("POST", "/api/v1/namespaces/default/services?dryRun=All", "application/json",
+                     json.dumps(svc).encode(), {})
+    out = json.loads(text)
+    assert got == 201 and out["spec"]["clusterIP"] and out["spec"]["ports"][0]["nodePort"], text
+    assert api.store.get("/services", "default", "dry") is None
+    assert (set(api.alloc.ips), set(api.alloc.ports)) == before
+    # the same checks as a real create
+    bad = dict(svc, metadata={"name": "dry", "labels": {"-bad": "x"}})
+    got, _ = send("POST", "/api/v1/namespaces/default/services?dryRun=All", "application/json",
+                  json.dumps(bad).encode(), {})
+    assert got == 422
+    got, text = send("POST", "/api/v1/namespaces/default/services?dryRun=Yes", "application/json",
+                     json.dumps(svc).encode(), {})
+    assert got == 400 and 'supported values: "All"' in json.loads(text)["message"]
+    # patch and delete of a stored object: answered, not applied
+    cm = dict(CONFIGMAP, metadata={"name": "dry-cm"})
+    assert send("POST", "/api/v1/namespaces/default/configmaps", "application/json", json.dumps(cm).encode(), {})[0] == 201
+    stored = api.store.get("/configmaps", "default", "dry-cm")
+    got, text = send("PATCH", "/api/v1/namespaces/default/configmaps/dry-cm?dryRun=All", "application/merge-patch+json",
+                     b'{"data": {"k": "changed"}}', {})
+    assert got == 200 and json.loads(text)["data"]["k"] == "changed"
+    got, text = send("DELETE", "/api/v1/namespaces/default/configmaps/dry-cm", "application/json",
+                     b'{"dryRun": ["All"]}', {})
+    assert got == 200
+    assert api.store.get("/configmaps", "default", "dry-cm") == stored
+    # and the next request on the server is a real one again
+    got, _ = send("DELETE", "/api/v1/namespaces/default/configmaps/dry-cm", "application/json", b"{}", {})
+    assert got == 200 and api.store.get("/configmaps", "default", "dry-cm") is None

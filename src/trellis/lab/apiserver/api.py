@@ -29,6 +29,9 @@ CRD_BUCKET = "apiextensions.k8s.io/customresourcedefinitions"
 FIELD_VALIDATION: ContextVar[str] = ContextVar("field_validation", default="Warn")
 WARNINGS: ContextVar[list | None] = ContextVar("warnings", default=None)
 FIELD_VALIDATIONS = ("Ignore", "Warn", "Strict")
+# dryRun=All: every check runs, the answer is the object as it would be stored, nothing is
+# stored, allocated, indexed or started
+DRY_RUN: ContextVar[bool] = ContextVar("dry_run", default=False)
 
 
 def now() -> str:
@@ -102,6 +105,13 @@ class Api:
                 s.add(ref)
 
     def _put(self, res: Resource, obj: dict, event: str, old: dict | None) -> dict:
+        if DRY_RUN.get():
+            out = copy.deepcopy(obj)
+            if old is not None:
+                out["metadata"]["resourceVersion"] = old["metadata"]["resourceVersion"]
+            else:
+                out["metadata"].pop("resourceVersion", None)
+            return out
         obj["metadata"]["resourceVersion"] = str(self.store.next_rv())
         if res.key == "/events":
             self.event_writes[(obj["metadata"]["namespace"], obj["metadata"]["name"])] = time.time()
@@ -215,7 +225,7 @@ class Api:
         if "status" in res.subresources and res.key not in ("/pods", "/services", "/nodes"):
             obj.pop("status", None)
         self._admit(res, obj, None)
-        if res.key == CRD_BUCKET:
+        if res.key == CRD_BUCKET and not DRY_RUN.get():
             self._register_crd(obj)
         out = self._put(res, obj, "ADDED", None)
         refs = md.get("ownerReferences") or []
@@ -228,7 +238,10 @@ class Api:
     def _admit(self, res: Resource, obj: dict, old: dict | None) -> None:
         causes = admission.admit(res.key, obj, old, legacy=res.group == "extensions")
         if res.key == "/services" and not causes:
+            taken = (set(self.alloc.ips), set(self.alloc.ports))
             causes = self.alloc.admit(obj, old)
+            if DRY_RUN.get():  # the answer shows the addresses and ports; none stays taken
+                self.alloc.ips, self.alloc.ports = taken
         if res.key == CRD_BUCKET and not causes:
             causes = _validate_crd(obj)
         if causes:
@@ -281,7 +294,7 @@ class Api:
             if obj.get("spec") != old.get("spec") and "generation" in md:
                 md["generation"] = md["generation"] + 1
             self._admit(res, obj, old)
-            if res.key == CRD_BUCKET:
+            if res.key == CRD_BUCKET and not DRY_RUN.get():
                 self._register_crd(obj)
         if _comparable(obj) == _comparable(old):
             return old  # a no-op update does not bump the resourceVersion
@@ -348,7 +361,8 @@ class Api:
             new["metadata"]["deletionTimestamp"] = now()
             new["status"]["phase"] = "Terminating"
             out = self._put(res, new, "MODIFIED", obj)
-            self._start_namespace_termination(name)
+            if not DRY_RUN.get():
+                self._start_namespace_termination(name)
             return out
         if md.get("finalizers"):
             if md.get("deletionTimestamp"):
@@ -361,6 +375,8 @@ class Api:
         return self._remove(res, obj, policy)
 
     def _remove(self, res: Resource, obj: dict, policy: str = "Background") -> dict:
+        if DRY_RUN.get():
+            return obj
         self._index(res.key, obj, remove=True)
         self.event_writes.pop((obj["metadata"].get("namespace", ""), obj["metadata"]["name"]), None)
         gone = self.store.remove(res.key, obj)

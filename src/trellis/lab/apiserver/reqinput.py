@@ -87,3 +87,11 @@ def field_validation(query) -> str:
         raise errors.bad_request(f"fieldValidation parameter unsupported: {value!r}; supported values are "
                                  + ", ".join(FIELD_VALIDATIONS))
     return value
+
+
+def dry_run(values, field: str = "dryRun") -> bool:
+    """``dryRun=All`` (the only value kube-apiserver knows) -> True; none -> False."""
+    bad = [v for v in values if v != "All"]
+    if bad:
+        raise errors.ApiError(400, "BadRequest", f'{field}: Unsupported value: "{bad[0]}": supported values: "All"')
+    return bool(values)

@@ -24,7 +24,7 @@ from aiohttp import web
 from trellis.kernel.netns import in_netns
 from trellis.kube import selectors
 from trellis.lab.apiserver import errors, eventsapi, metrics, openapi2, reqinput, schema, tables
-from trellis.lab.apiserver.api import FIELD_VALIDATION, WARNINGS, Api
+from trellis.lab.apiserver.api import DRY_RUN, FIELD_VALIDATION, WARNINGS, Api
 from trellis.lab.apiserver.resources import Resource
 from trellis.lab.apiserver.store import Store, Watcher, dumps
 from trellis.lab.apiserver.podforward import portforward_pod
@@ -81,6 +81,7 @@ class Server:
     async def handle(self, request: web.Request) -> web.StreamResponse:
         warnings: list[str] = []
         WARNINGS.set(warnings)  # each request is its own task: these stay with it
+        DRY_RUN.set(False)  # (requests on one keep-alive connection share a task)
         resp = await self._handle(request)
         if warnings and not resp.prepared:
             for w in dict.fromkeys(warnings):
@@ -140,8 +141,8 @@ class Server:
 
     async def dispatch(self, request, res: Resource, ns, name, sub, watch):
         api, q, m = self.api, request.query, request.method
-        if q.get("dryRun"):
-            raise errors.bad_request("dryRun is not supported by the lab API server")
+        if m in ("POST", "PUT", "PATCH", "DELETE"):
+            DRY_RUN.set(reqinput.dry_run(q.getall("dryRun", [])))
         if m in ("POST", "PUT", "PATCH"):
             FIELD_VALIDATION.set(reqinput.field_validation(q))
         nsq = ns if res.namespaced else ""
@@ -211,6 +212,8 @@ class Server:
         policy = opts.get("propagationPolicy")
         if policy not in (None, "Orphan", "Background", "Foreground"):
             raise errors.bad_request(f"propagationPolicy {policy!r} is not one of Orphan, Background, Foreground")
+        if opts.get("dryRun"):
+            DRY_RUN.set(reqinput.dry_run(opts["dryRun"], "DeleteOptions.dryRun") or DRY_RUN.get())
         if isinstance(opts.get("gracePeriodSeconds"), int) and opts["gracePeriodSeconds"] < 0:
             raise errors.Invalid("DeleteOptions", "", [("gracePeriodSeconds", "FieldValueInvalid",
                                  f"Invalid value: {opts['gracePeriodSeconds']}: must be >= 0")])
