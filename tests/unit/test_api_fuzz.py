@@ -341,3 +341,12 @@ def test_dry_run_checks_everything_and_stores_nothing(served):
     # and the next request on the server is a real one again
     got, _ = send("DELETE", "/api/v1/namespaces/default/configmaps/dry-cm", "application/json", b"{}", {})
     assert got == 200 and api.store.get("/configmaps", "default", "dry-cm") is None
+
+
+def test_two_unnamed_service_ports_are_refused_not_a_crash(served):
+    """Found by the fuzz: two ports without names made the duplicate-name check raise (500)."""
+    api, send = served
+    svc = dict(SERVICE, metadata={"name": "two"}, spec={"ports": [{"port": 80}, {"port": 81}]})
+    got, text = send("POST", "/api/v1/namespaces/default/services", "application/json", json.dumps(svc).encode(), {})
+    assert got == 422 and "spec.ports[1].name" in text.decode(), text
+    assert api.store.get("/services", "default", "two") is None

@@ -104,7 +104,7 @@ class Allocators:
             p.setdefault("targetPort", port)
             if len(ports) > 1 and not p.get("name"):
                 out.append(required(f"{pp}.name"))
-            if p.get("name") in names:
+            if p.get("name") and p["name"] in names:
                 out.append((f"{pp}.name", "FieldValueDuplicate", f"Duplicate value: {p['name']!r}"))
             names.add(p.get("name"))
             if (port, p["protocol"]) in seen:
