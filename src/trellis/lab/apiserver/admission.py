@@ -33,9 +33,16 @@ def unsupported(field: str, value: Any, allowed: tuple[str, ...]) -> tuple[str, 
     return (field, "FieldValueNotSupported", f"Unsupported value: {value!r}: supported values: {quoted}")
 
 
+PATH_SEGMENT_NAME_KINDS = ("Role", "ClusterRole", "RoleBinding", "ClusterRoleBinding")  # "system:..." names
+
+
 def validate_name(kind: str, name: str) -> Causes:
     if not name:
         return [required("metadata.name")]
+    if kind in PATH_SEGMENT_NAME_KINDS:  # ValidatePathSegmentName, as RBAC objects are validated
+        if name in (".", "..") or "/" in name or "%" in name:
+            return [invalid("metadata.name", name, "may not be '.' or '..' and may not contain '/' or '%'")]
+        return []
     rx, limit = (DNS_LABEL, 63) if kind in LABEL_NAME_KINDS else (DNS_SUBDOMAIN, 253)
     if not rx.match(name) or len(name) > limit:
         what = "RFC 1123 label" if rx is DNS_LABEL else "RFC 1123 subdomain"

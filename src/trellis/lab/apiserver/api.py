@@ -74,6 +74,15 @@ class Api:
             if ns["metadata"].get("deletionTimestamp"):
                 self._start_namespace_termination(ns["metadata"]["name"])
 
+    def ensure_objects(self, objs: list[dict]) -> None:
+        """Create the objects that do not exist yet (the bootstrap RBAC policy); kept as they are
+        when they do (a user's change to a default role survives a restart)."""
+        for obj in objs:
+            group, _, version = obj["apiVersion"].rpartition("/")
+            res = next(r for r in self.registry.all() if r.group == group and r.kind == obj["kind"])
+            if self.store.get(res.key, "", obj["metadata"]["name"]) is None:
+                self.create(res, "", copy.deepcopy(obj))
+
     def ensure_kubernetes_service(self, advertise: str) -> None:
         """default/kubernetes: the first service IP, port 443, with a slice pointing at the API
         server (as kube-apiserver keeps its own Service and endpoints)."""

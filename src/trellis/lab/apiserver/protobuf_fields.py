@@ -146,9 +146,28 @@ _RBAC_POLICY = {
     "HTTPIngressPath": {1: ("path", S), 3: ("pathType", S), 2: ("backend", "IngressBackend")},
 }
 
-TABLE: dict[str, dict[int, tuple[str, str]]] = {**_META, **_CORE, **_APPS_BATCH, **_RBAC_POLICY}
+_ACCESS = {  # authorization.k8s.io/v1 and authentication.k8s.io/v1: kubectl auth can-i / whoami, create token
+    "SelfSubjectAccessReview": {1: ("metadata", "ObjectMeta"), 2: ("spec", "SelfSubjectAccessReviewSpec"),
+                                3: ("status", "skip")},
+    "SelfSubjectAccessReviewSpec": {1: ("resourceAttributes", "ResourceAttributes"),
+                                    2: ("nonResourceAttributes", "NonResourceAttributes")},
+    "ResourceAttributes": {1: ("namespace", S), 2: ("verb", S), 3: ("group", S), 4: ("version", S),
+                           5: ("resource", S), 6: ("subresource", S), 7: ("name", S)},
+    "NonResourceAttributes": {1: ("path", S), 2: ("verb", S)},
+    "SelfSubjectRulesReview": {1: ("metadata", "ObjectMeta"), 2: ("spec", "SelfSubjectRulesReviewSpec"),
+                               3: ("status", "skip")},
+    "SelfSubjectRulesReviewSpec": {1: ("namespace", S)},
+    "SelfSubjectReview": {1: ("metadata", "ObjectMeta"), 2: ("status", "skip")},
+    "TokenRequest": {1: ("metadata", "ObjectMeta"), 2: ("spec", "TokenRequestSpec"), 3: ("status", "skip")},
+    "TokenRequestSpec": {1: ("audiences", "[s]"), 4: ("expirationSeconds", "i?"),
+                         3: ("boundObjectRef", "BoundObjectReference")},
+    "BoundObjectReference": {1: ("kind", S), 2: ("apiVersion", S), 3: ("name", S), 4: ("uid", S)},
+}
+
+TABLE: dict[str, dict[int, tuple[str, str]]] = {**_META, **_CORE, **_APPS_BATCH, **_RBAC_POLICY, **_ACCESS}
 
 # Kinds a body may carry (Unknown.typeMeta.kind) and the message of each.
 KINDS = {k: k for k in ("Namespace", "ConfigMap", "Secret", "ServiceAccount", "Service", "ResourceQuota", "Pod",
                         "Deployment", "Job", "CronJob", "Role", "ClusterRole", "RoleBinding", "ClusterRoleBinding",
-                        "PodDisruptionBudget", "PriorityClass", "Ingress")}
+                        "PodDisruptionBudget", "PriorityClass", "Ingress", "SelfSubjectAccessReview",
+                        "SelfSubjectRulesReview", "SelfSubjectReview", "TokenRequest")}

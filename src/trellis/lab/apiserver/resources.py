@@ -59,7 +59,7 @@ BUILTIN: list[Resource] = [
     _core("Secret", "secrets", True),
     _core("ConfigMap", "configmaps", True, ["cm"]),
     _core("Event", "events", True, ["ev"]),
-    _core("ServiceAccount", "serviceaccounts", True, ["sa"]),
+    _core("ServiceAccount", "serviceaccounts", True, ["sa"], ["token"]),
     _core("ResourceQuota", "resourcequotas", True, ["quota"], ["status"]),
     _core("LimitRange", "limitranges", True, ["limits"]),
     Resource("apps", "v1", "Deployment", "deployments", True, ("deploy",), ("status", "scale"),
@@ -87,13 +87,18 @@ BUILTIN: list[Resource] = [
     Resource("rbac.authorization.k8s.io", "v1", "ClusterRoleBinding", "clusterrolebindings", False),
     Resource("policy", "v1", "PodDisruptionBudget", "poddisruptionbudgets", True, ("pdb",), ("status",)),
     Resource("scheduling.k8s.io", "v1", "PriorityClass", "priorityclasses", False, ("pc",)),
+    # asked, never stored (access.py): kubectl auth can-i / whoami, TokenReview
+    Resource("authorization.k8s.io", "v1", "SelfSubjectAccessReview", "selfsubjectaccessreviews", False),
+    Resource("authorization.k8s.io", "v1", "SelfSubjectRulesReview", "selfsubjectrulesreviews", False),
+    Resource("authentication.k8s.io", "v1", "SelfSubjectReview", "selfsubjectreviews", False),
+    Resource("authentication.k8s.io", "v1", "TokenReview", "tokenreviews", False),
 ]
 
 # Preferred version per group, as Kubernetes lists it.
 PREFERRED = {"": "v1", "apps": "v1", "extensions": "v1beta1", "discovery.k8s.io": "v1",
              "events.k8s.io": "v1", "networking.k8s.io": "v1", "coordination.k8s.io": "v1",
              "apiextensions.k8s.io": "v1", "batch": "v1", "rbac.authorization.k8s.io": "v1", "policy": "v1",
-             "scheduling.k8s.io": "v1",
+             "scheduling.k8s.io": "v1", "authorization.k8s.io": "v1", "authentication.k8s.io": "v1",
              "metrics.k8s.io": "v1beta1"}
 
 

@@ -16,6 +16,7 @@ import logging
 import os
 import signal
 import socket
+import ssl
 import sys
 import time
 
@@ -23,7 +24,7 @@ from aiohttp import web
 
 from trellis.kernel.netns import in_netns
 from trellis.kube import selectors
-from trellis.lab.apiserver import errors, eventsapi, metrics, openapi2, reqinput, schema, tables
+from trellis.lab.apiserver import access, errors, eventsapi, metrics, openapi2, rbac, reqinput, schema, tables
 from trellis.lab.apiserver.api import DRY_RUN, FIELD_VALIDATION, WARNINGS, Api
 from trellis.lab.apiserver.resources import Resource
 from trellis.lab.apiserver.store import Store, Watcher, dumps
@@ -48,9 +49,10 @@ def err(e: errors.ApiError) -> web.Response:
 
 
 class Server:
-    def __init__(self, api: Api, state_dir: str) -> None:
+    def __init__(self, api: Api, state_dir: str, guard: access.Access | None = None) -> None:
         self.api = api
         self.state_dir = state_dir
+        self.access = guard or access.Access(api, None, False)
         for r in metrics.RESOURCES:  # computed from the kubelets' samples, never stored
             api.registry.add(r)
 
@@ -82,6 +84,10 @@ class Server:
         warnings: list[str] = []
         WARNINGS.set(warnings)  # each request is its own task: these stay with it
         DRY_RUN.set(False)  # (requests on one keep-alive connection share a task)
+        user = self.access.authenticate(request)
+        if user is None:
+            return err(access.UNAUTHORIZED)
+        access.USER.set(user)
         resp = await self._handle(request)
         if warnings and not resp.prepared:
             for w in dict.fromkeys(warnings):
@@ -91,6 +97,7 @@ class Server:
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         path = request.path
         try:
+            self.authorize(request, path)
             if path in ("/healthz", "/livez", "/readyz"):
                 return web.Response(text="ok")
             if path == "/version":
@@ -136,6 +143,18 @@ class Server:
             log.exception("internal error on %s %s", request.method, path)
             return err(errors.ApiError(500, "InternalError", f"internal error: {e}"))
 
+    def authorize(self, request: web.Request, path: str) -> None:
+        """403 unless RBAC allows the request (the trusted in-lab port skips this)."""
+        if not self.access.enabled or not request.secure:
+            return
+        parsed = self.parse(path)
+        if parsed is not None and parsed[2] is not None:
+            _, _, res, ns, name, sub, watch = parsed
+            attrs = access.attributes(request.method, res, ns, name, sub, watch, request.query)
+        else:
+            attrs = rbac.Attributes(request.method.lower(), path=path)
+        self.access.check(access.USER.get(), attrs)
+
     async def body(self, request: web.Request):
         return await reqinput.body(request)
 
@@ -146,6 +165,12 @@ class Server:
         if m in ("POST", "PUT", "PATCH"):
             FIELD_VALIDATION.set(reqinput.field_validation(q))
         nsq = ns if res.namespaced else ""
+        if res.group in access.REVIEW_GROUPS:
+            if m != "POST" or name is not None:
+                raise errors.ApiError(405, "MethodNotAllowed", f"{res.plural} can only be created")
+            return jresp(self.access.review(res, access.USER.get(), await self.body(request)), 201)
+        if sub == "token" and res.key == "/serviceaccounts" and m == "POST":
+            return jresp(self.access.token_request(nsq, name, await self.body(request)), 201)
         if name is None:
             if m == "GET" and (watch or q.get("watch") in ("1", "true")):
                 return await self.watch(request, res, ns)
@@ -452,6 +477,17 @@ def listen_socket(addr: str, netns: str | None = None) -> socket.socket:
     return s
 
 
+def secure_context(args) -> ssl.SSLContext:
+    """TLS for the secure port: the serving certificate, and client certificates of the lab CA
+    verified when sent (a request without one must then bring a token)."""
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(args.tls_cert_file, args.tls_private_key_file)
+    if args.client_ca_file:
+        ctx.load_verify_locations(args.client_ca_file)
+        ctx.verify_mode = ssl.CERT_OPTIONAL
+    return ctx
+
+
 def make_app(server: Server) -> web.Application:
     app = web.Application(client_max_size=reqinput.MAX_BODY)
     app.router.add_route("*", "/{tail:.*}", server.handle)
@@ -467,19 +503,25 @@ async def serve(args) -> None:
     for ns in store.list("/namespaces"):
         if ns["metadata"].get("deletionTimestamp"):
             api._start_namespace_termination(ns["metadata"]["name"])
-    app = make_app(Server(api, args.state_dir))
+    api.ensure_objects(rbac.bootstrap_policy())
+    tls = secure_context(args) if args.tls_cert_file else None
+    tokens = None
+    if args.service_account_signing_key_file:
+        with open(args.service_account_signing_key_file, "rb") as f, open(args.service_account_key_file, "rb") as g:
+            tokens = access.Tokens(f.read(), g.read(), lambda b, ns, n: api.store.get(b, ns, n))
+    app = make_app(Server(api, args.state_dir, access.Access(api, tokens, tls is not None)))
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
-    socks = [listen_socket(a) for a in args.listen]
+    socks = [(listen_socket(a), tls) for a in args.listen]
     for spec in args.netns_listen:
         ns, _, addr = spec.partition("=")
-        socks.append(listen_socket(addr, ns))
-    for s in socks:
-        await web.SockSite(runner, s, shutdown_timeout=0.5).start()
+        socks.append((listen_socket(addr, ns), None))
+    for s, ctx in socks:
+        await web.SockSite(runner, s, shutdown_timeout=0.5, ssl_context=ctx).start()
     sweeper = asyncio.get_running_loop().create_task(expire_events(api, args.event_ttl))
     if args.ready_file:
         with open(args.ready_file, "w") as f:
-            f.write(" ".join("%s:%d" % s.getsockname()[:2] for s in socks))
+            f.write(" ".join("%s:%d" % s.getsockname()[:2] for s, _ in socks))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -500,6 +542,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-pods", type=int, default=0,
                    help="refuse new pods beyond this many (a quota of sanity; 0: no limit)")
     p.add_argument("--ready-file", help="written with the bound addresses once listening")
+    p.add_argument("--tls-cert-file", help="serve --listen over HTTPS with this certificate; then every "
+                   "request there must authenticate (401) and RBAC authorizes it (403)")
+    p.add_argument("--tls-private-key-file")
+    p.add_argument("--client-ca-file", help="CA of the client certificates (user = CN, groups = O)")
+    p.add_argument("--service-account-signing-key-file", help="private key ServiceAccount tokens are signed with")
+    p.add_argument("--service-account-key-file", help="public key ServiceAccount tokens are verified with")
     p.add_argument("--event-ttl", type=float, default=eventsapi.DEFAULT_TTL,
                    help="seconds an Event lives after its last update (kube-apiserver: --event-ttl=1h)")
     p.add_argument("--watch-window", type=int, default=50_000,

@@ -1,0 +1,82 @@
+"""Who is asking: client certificates and ServiceAccount tokens, as kube-apiserver authenticates.
+
+- A client certificate signed by the lab CA (checked by the TLS layer): user = the subject's
+  CN, groups = its O entries.
+- ``Authorization: Bearer <token>``: a ServiceAccount token (a JWT signed RS256 with the lab's
+  ServiceAccount key, as the TokenRequest API issues it). Valid while it has not expired and
+  while its ServiceAccount (and the pod it is bound to, if any) exists with the uid it names:
+  a token of a deleted ServiceAccount stops working at once.
+- Nothing, or credentials that do not check out: no user (the caller answers 401).
+
+The plain listener inside the lab's own network namespaces (components reached through the
+``kubernetes`` Service) is the old insecure port: its requests are ``system:lab-internal`` in
+``system:masters``; strangers on the machine cannot reach it (docs/security.md).
+"""
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Callable
+
+import jwt
+
+from trellis.lab.apiserver.rbac import AUTHENTICATED, MASTERS, User
+
+ISSUER = "https://kubernetes.default.svc.cluster.local"
+INTERNAL = User("system:lab-internal", (MASTERS, AUTHENTICATED))
+DEFAULT_TTL, MIN_TTL, MAX_TTL = 3600, 600, 48 * 3600
+
+# (kind, namespace, name) -> the stored object or None
+Get = Callable[[str, str, str], "dict | None"]
+
+
+def user_from_peercert(peer: dict | None) -> User | None:
+    """ssl's getpeercert() dict (only filled when the chain verified) -> the user it names."""
+    if not peer:
+        return None
+    cn, orgs = "", []
+    for rdn in peer.get("subject") or ():
+        for key, value in rdn:
+            if key == "commonName":
+                cn = value
+            elif key == "organizationName":
+                orgs.append(value)
+    return User(cn, tuple(orgs) + (AUTHENTICATED,)) if cn else None
+
+
+class Tokens:
+    def __init__(self, private_pem: bytes, public_pem: bytes, get: Get) -> None:
+        self.private, self.public, self.get = private_pem, public_pem, get
+
+    def issue(self, sa: dict, audiences: list[str] | None = None, ttl: int = DEFAULT_TTL,
+              bound: dict | None = None) -> tuple[str, int]:
+        """A token for ServiceAccount ``sa`` (optionally bound to a pod); -> (token, expiry)."""
+        now = int(time.time())
+        exp = now + max(MIN_TTL, min(ttl, MAX_TTL))
+        ns, name = sa["metadata"]["namespace"], sa["metadata"]["name"]
+        claims = {"iss": ISSUER, "aud": audiences or [ISSUER], "sub": f"system:serviceaccount:{ns}:{name}",
+                  "iat": now, "nbf": now, "exp": exp, "jti": str(uuid.uuid4()),
+                  "kubernetes.io": {"namespace": ns, "serviceaccount": {"name": name, "uid": sa["metadata"]["uid"]}}}
+        if bound:
+            claims["kubernetes.io"][bound["kind"].lower()] = {"name": bound["name"], "uid": bound["uid"]}
+        return jwt.encode(claims, self.private, algorithm="RS256"), exp
+
+    def authenticate(self, token: str) -> User | None:
+        try:
+            claims = jwt.decode(token, self.public, algorithms=["RS256"], audience=ISSUER, issuer=ISSUER,
+                                options={"require": ["exp", "sub", "iss", "aud"]})
+        except jwt.PyJWTError:
+            return None
+        k8s = claims.get("kubernetes.io") or {}
+        ns, sa_ref = k8s.get("namespace", ""), k8s.get("serviceaccount") or {}
+        sa = self.get("/serviceaccounts", ns, sa_ref.get("name", ""))
+        if sa is None or sa["metadata"].get("uid") != sa_ref.get("uid") or sa["metadata"].get("deletionTimestamp"):
+            return None
+        pod_ref = k8s.get("pod")
+        if pod_ref:
+            pod = self.get("/pods", ns, pod_ref.get("name", ""))
+            if pod is None or pod["metadata"].get("uid") != pod_ref.get("uid"):
+                return None
+        name = f"system:serviceaccount:{ns}:{sa_ref['name']}"
+        return User(name, ("system:serviceaccounts", f"system:serviceaccounts:{ns}", AUTHENTICATED),
+                    sa_ref.get("uid", ""))
