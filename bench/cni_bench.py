@@ -208,7 +208,7 @@ def bench_lab_node() -> None:
     cfg = topology.up(name, 1)
     spaces = Bench()
     try:
-        c = KubeClient(cfg.api_url)
+        c = cfg.client()
         dep = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "hundred"},
                "spec": {"replicas": 100, "selector": {"matchLabels": {"app": "h"}}, "template": {
                    "metadata": {"labels": {"app": "h"}},

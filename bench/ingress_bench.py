@@ -100,7 +100,7 @@ def main() -> int:
     name = "bench-ing"
     topology.down(name, force=True)
     cfg = topology.up(name, 2)
-    kc = KubeClient(cfg.api_url)
+    kc = cfg.client()
     route = None
     try:
         pod = echo(kc)

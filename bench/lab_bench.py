@@ -78,7 +78,7 @@ def bench_pods_and_memory() -> None:
     topology.down(name, force=True)
     cfg = topology.up(name, 3)
     try:
-        c = KubeClient(cfg.api_url)
+        c = cfg.client()
         dep = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "p30"},
                "spec": {"replicas": 30, "selector": {"matchLabels": {"app": "p30"}}, "template": {
                    "metadata": {"labels": {"app": "p30"}},
@@ -173,6 +173,63 @@ def bench_list_watch(n: int = 10_000) -> None:
         shutil.rmtree(d, ignore_errors=True)
 
 
+def bench_secure_get(n: int = 2000, fresh: int = 200) -> None:
+    """A kubectl-like GET of one object: the secure port (TLS, client certificate, RBAC) vs the
+    plain in-lab port of the same kind of server, same client, same run."""
+    import ssl
+
+    from trellis.kube.client import ClusterConfig, tls_client
+    from trellis.lab.pki import LabPKI
+    d = tempfile.mkdtemp()
+    pki = LabPKI(d)
+    serving = pki.init(["127.0.0.1"])
+    alice = pki.client("alice", "alice")
+    secure = ApiServer(os.path.join(d, "s"), "--tls-cert-file", serving.cert, "--tls-private-key-file", serving.key,
+                       "--client-ca-file", pki.ca.cert)
+    plain = ApiServer(os.path.join(d, "p"))
+    os.makedirs(secure.state_dir)
+    os.makedirs(plain.state_dir)
+    try:
+        secure.start()
+        plain.start()
+        surl = secure.url.replace("http://", "https://")
+        ctx = ssl.create_default_context(cafile=pki.ca.cert)
+        tls_client(ctx, alice.cert, alice.key)
+        admin = pki.client("admin", "admin", ("system:masters",))
+        admin_ctx = ssl.create_default_context(cafile=pki.ca.cert)
+        tls_client(admin_ctx, admin.cert, admin.key)
+        path = "/api/v1/namespaces/default/configmaps/bench"
+        for url, c in ((plain.url, None), (surl, admin_ctx)):
+            KubeClient(ClusterConfig(url, None, c or True)).create(
+                "v1", "configmaps", {"metadata": {"name": "bench"}, "data": {"k": "v"}}, "default")
+        # alice reads it through a RoleBinding to view: RBAC is evaluated on every request
+        KubeClient(ClusterConfig(surl, None, admin_ctx)).create(
+            "rbac.authorization.k8s.io/v1", "rolebindings", {"metadata": {"name": "alice-view"},
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "view"},
+                "subjects": [{"kind": "User", "name": "alice"}]}, "default")
+        results = {}
+        for label, url, verify in (("plain", plain.url, True), ("secure", surl, ctx)):
+            with httpx.Client(base_url=url, verify=verify) as h:
+                assert h.get(path).status_code == 200
+                t0 = time.monotonic()
+                for _ in range(n):
+                    h.get(path)
+                results[(label, "keep")] = n / (time.monotonic() - t0)
+            t0 = time.monotonic()
+            for _ in range(fresh):
+                with httpx.Client(base_url=url, verify=verify) as h:
+                    h.get(path)
+            results[(label, "fresh")] = fresh / (time.monotonic() - t0)
+        for mode, what in (("keep", "keep-alive"), ("fresh", "a new connection each")):
+            p_, s_ = results[("plain", mode)], results[("secure", mode)]
+            row(f"GET one ConfigMap, TLS + client cert + RBAC, {what}", f"{s_:,.0f} req/s",
+                f"plain HTTP: {p_:,.0f} req/s ({s_ / p_:.0%})")
+    finally:
+        secure.stop()
+        plain.stop()
+        shutil.rmtree(d, ignore_errors=True)
+
+
 def main() -> int:
     if os.geteuid() != 0:
         print("run as root (the lab creates network namespaces)")
@@ -181,6 +238,7 @@ def main() -> int:
     bench_lab_up()
     bench_pods_and_memory()
     bench_list_watch()
+    bench_secure_get()
     out = os.path.join(HERE, "..", "docs", "bench-lab.md")
     with open(out, "w") as f:
         f.write("# Lab benchmarks\n\nProduced by `sudo .venv/bin/python bench/lab_bench.py` on "

@@ -112,7 +112,7 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
 
 def test_ctr_run_with_trellis_cni_reaches_pods_on_other_nodes(lab, containerd):
     d, sock = containerd
-    kc = KubeClient(lab.api_url)
+    kc = lab.client()
     kc.create("apps/v1", "deployments", deployment("target", 1, nodeName="node-2"), "default")
     target = running_pods(kc, "default", "app=target", 1)[0]
     image = os.path.join(d, "busybox.tar")

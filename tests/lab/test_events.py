@@ -18,7 +18,7 @@ lab = module_lab("evd", 2)
 
 @pytest.fixture(scope="module")
 def kc(lab):
-    c = KubeClient(lab.api_url)
+    c = lab.client()
     yield c
     c.close()
 

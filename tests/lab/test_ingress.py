@@ -54,7 +54,7 @@ lab = module_lab("ing", 2)  # TRELLIS_TEST_LAB=<name> reuses a running lab while
 
 @pytest.fixture(scope="module")
 def kc(lab):
-    c = KubeClient(lab.api_url)
+    c = lab.client()
     if not c.get_or_none("v1", "namespaces", NS):
         c.create("v1", "namespaces", {"metadata": {"name": NS}})
     for svc in SERVICES:

@@ -15,7 +15,7 @@ jlab = module_lab("kvj", 2)
 
 @pytest.fixture(scope="module")
 def kc(jlab):
-    c = KubeClient(jlab.api_url)
+    c = jlab.client()
     yield c
     c.close()
 

@@ -15,7 +15,7 @@ hlab = module_lab("kvh", 1)
 
 @pytest.fixture(scope="module")
 def kc(hlab):
-    c = KubeClient(hlab.api_url)
+    c = hlab.client()
     yield c
     c.close()
 

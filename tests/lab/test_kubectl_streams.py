@@ -25,7 +25,7 @@ slab = module_lab("kv", 2)
 
 @pytest.fixture(scope="module")
 def kc(slab):
-    c = KubeClient(slab.api_url)
+    c = slab.client()
     yield c
     c.close()
 

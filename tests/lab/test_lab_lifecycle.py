@@ -43,7 +43,7 @@ def test_up_down_leaves_nothing_even_after_kill_9():
     name = unique("tk")
     try:
         cfg = topology.up(name, 2)
-        c = KubeClient(cfg.api_url)
+        c = cfg.client()
         c.create("apps/v1", "deployments", deployment("k", 3), "default")
         pods = running_pods(c, "default", "app=k", 3)
         # one namespace per pod: ours and cluster DNS's (which may still be starting)
@@ -79,7 +79,7 @@ def test_two_labs_side_by_side_and_cli():
         up = subprocess.run([PY, "-m", "trellis.cli.main", "lab", "up", "--nodes", "2"], env=env,
                             capture_output=True, text=True, timeout=120)
         assert up.returncode == 0, up.stderr
-        ca, cb = KubeClient(topology.load(a).api_url), KubeClient(topology.load(b).api_url)
+        ca, cb = topology.load(a).client(), topology.load(b).client()
         assert len(ca.list("v1", "nodes")[0]) == 1 and len(cb.list("v1", "nodes")[0]) == 2
         kc = subprocess.run([PY, "-m", "trellis.cli.main", "lab", "kubeconfig"], env=env, capture_output=True,
                             text=True).stdout.strip()

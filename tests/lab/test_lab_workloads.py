@@ -14,7 +14,7 @@ pytestmark = [needs_root, pytest.mark.lab]
 
 @pytest.fixture(scope="module")
 def kc(lab):
-    c = KubeClient(lab.api_url)
+    c = lab.client()
     yield c
     c.close()
 

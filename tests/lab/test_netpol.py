@@ -34,7 +34,7 @@ def pod(ns, name):
 
 @pytest.fixture(scope="module")
 def kc(lab):
-    c = KubeClient(lab.api_url)
+    c = lab.client()
     for ns in NSS:
         c.create("v1", "namespaces", {"apiVersion": "v1", "kind": "Namespace",
                                       "metadata": {"name": ns, "labels": {"ns": ns}}})

@@ -48,7 +48,7 @@ def cluster(request):
         pytest.skip("needs root")
     name = unique("tp")
     cfg = topology.up(name, 3, routing=request.param)
-    kc = KubeClient(cfg.api_url)
+    kc = cfg.client()
     try:
         kc.create("v1", "namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {
             "name": "x", "annotations": {"trellis.dev/isolated": "true"}}})

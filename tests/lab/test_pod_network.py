@@ -16,7 +16,7 @@ pytestmark = [needs_root, pytest.mark.lab]
 
 @pytest.fixture(scope="module")
 def kc(lab):
-    c = KubeClient(lab.api_url)
+    c = lab.client()
     c.create("apps/v1", "deployments", deployment("mesh", 6), "default")
     running_pods(c, "default", "app=mesh", 6)
     yield c

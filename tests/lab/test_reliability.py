@@ -68,7 +68,7 @@ def pod_processes(cfg, pod: dict) -> tuple[int, int]:
 
 
 def test_kubelet_restart_adopts_running_pods(lab):
-    c = KubeClient(lab.api_url)
+    c = lab.client()
     c.create("apps/v1", "deployments", deployment("adopt", 2, nodeSelector={"kubernetes.io/hostname": "node-1"}),
              "default")
     c.create("apps/v1", "deployments", deployment("peer", 1, nodeSelector={"kubernetes.io/hostname": "node-2"}),
@@ -100,7 +100,7 @@ def test_kubelet_restart_adopts_running_pods(lab):
 
 
 def test_a_dead_kubelet_makes_its_node_unknown(lab):
-    c = KubeClient(lab.api_url)
+    c = lab.client()
     lease = c.get("coordination.k8s.io/v1", "leases", "node-2", "kube-node-lease")
     assert lease["spec"]["holderIdentity"] == "node-2" and lease["spec"]["renewTime"]
     assert ready_status(c, "node-2") == "True"
@@ -112,7 +112,7 @@ def test_a_dead_kubelet_makes_its_node_unknown(lab):
 
 
 def test_pods_force_deleted_at_creation_leave_no_stale_policy(lab):
-    c = KubeClient(lab.api_url)
+    c = lab.client()
     c.create("apps/v1", "deployments", deployment("probe", 1, nodeSelector={"kubernetes.io/hostname": "node-2"}),
              "default")
     prober = running_pods(c, "default", "app=probe", 1)[0]["metadata"]["name"]

@@ -17,7 +17,7 @@ NODES = {"node-1": "172.31.0.11", "node-2": "172.31.0.12", "node-3": "172.31.0.1
 
 @pytest.fixture(scope="module")
 def kc(lab):
-    c = KubeClient(lab.api_url)
+    c = lab.client()
     web = deployment("web", 3, container={"ports": [{"name": "http", "containerPort": 80},
                                                    {"name": "dns-ish", "containerPort": 81, "protocol": "UDP"}]})
     c.create("apps/v1", "deployments", web, "default")
@@ -168,6 +168,8 @@ def test_external_traffic_policy_local_keeps_client_ip_and_health_checks(lab, kc
             assert "timed out" in from_client_ns(lab, f"{ip}:{node_port}", timeout=1)[0]
     kc.patch("apps/v1", "deployments", "web", {"spec": {"replicas": 3}}, "default")
     running_pods(kc, "default", "app=web", 3)
+    # the next tests probe every node's NodePort from outside: wait until each node has its endpoint again
+    wait_for(lambda: len(slice_ips(kc, "local")) == 3, 20, "three ready endpoints again")
 
 
 def health(lab, ip, port):

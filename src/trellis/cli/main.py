@@ -38,7 +38,7 @@ def client_for(args) -> KubeClient:
     name = getattr(args, "lab", None) or os.environ.get("TRELLIS_LAB")
     if name is None and os.environ.get("KUBECONFIG"):
         return KubeClient.from_kubeconfig(os.environ["KUBECONFIG"])
-    return KubeClient(topology.load(name or DEFAULT_LAB).api_url)
+    return topology.load(name or DEFAULT_LAB).client()
 
 
 # ---- lab ----------------------------------------------------------------------
@@ -47,7 +47,7 @@ def cmd_lab_up(args) -> int:
     t0 = time.monotonic()
     cfg = topology.up(lab_name(args), args.nodes, args.cni, progress, args.timeout, args.routing)
     if args.isolation_mode != "cluster":
-        set_isolation_mode(KubeClient(cfg.api_url), args.isolation_mode)
+        set_isolation_mode(cfg.client(), args.isolation_mode)
         progress(f"isolation mode: {args.isolation_mode}")
     progress(f"lab {cfg.name!r} is up with {cfg.nodes} nodes in {time.monotonic() - t0:.1f}s")
     print(f"kubectl --kubeconfig {cfg.kubeconfig} get nodes -o wide")
@@ -208,7 +208,7 @@ def cmd_delete(args) -> int:
 
 def cmd_exec(args) -> int:
     cfg = topology.load(lab_name(args))
-    client = KubeClient(cfg.api_url)
+    client = cfg.client()
     pod = client.get("v1", "pods", args.pod, args.namespace or "default")
     node, uid = pod["spec"].get("nodeName"), pod["metadata"]["uid"]
     pod_dir = os.path.join(cfg.dir, "nodes", node or "-", "pods", uid)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import shutil
 import ssl
 import tempfile
 from dataclasses import dataclass
@@ -63,30 +64,47 @@ def load_kubeconfig(path: str) -> ClusterConfig:
     ctx = next(c["context"] for c in cfg["contexts"] if c["name"] == ctx_name)
     cluster = next(c["cluster"] for c in cfg["clusters"] if c["name"] == ctx["cluster"])
     user = next((u["user"] for u in cfg.get("users", []) if u["name"] == ctx.get("user")), {}) or {}
-    verify: Any = not cluster.get("insecure-skip-tls-verify", False)
-    if cluster.get("certificate-authority"):
-        verify = cluster["certificate-authority"]
-    elif cluster.get("certificate-authority-data"):
-        verify = ssl.create_default_context(cadata=base64.b64decode(cluster["certificate-authority-data"]).decode())
-    cert = None
-    if user.get("client-certificate-data"):
-        d = tempfile.mkdtemp(prefix="trellis-kc-")
-        crt, key = os.path.join(d, "crt"), os.path.join(d, "key")
-        with open(crt, "wb") as f:
-            f.write(base64.b64decode(user["client-certificate-data"]))
-        with open(key, "wb") as f:
-            f.write(base64.b64decode(user["client-key-data"]))
-        cert = (crt, key)
-    elif user.get("client-certificate"):
-        cert = (user["client-certificate"], user["client-key"])
-    return ClusterConfig(cluster["server"], user.get("token"), verify, cert)
+    ca_file = cluster.get("certificate-authority")
+    ca_data = base64.b64decode(cluster["certificate-authority-data"]).decode() \
+        if cluster.get("certificate-authority-data") else None
+    crt = user.get("client-certificate")
+    crt_data = base64.b64decode(user["client-certificate-data"]) if user.get("client-certificate-data") else None
+    key_data = base64.b64decode(user["client-key-data"]) if user.get("client-key-data") else None
+    if cluster.get("insecure-skip-tls-verify"):
+        ctx = ssl.create_default_context()
+        ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+    else:
+        ctx = ssl.create_default_context(cafile=ca_file, cadata=ca_data)
+    if crt or crt_data:
+        tls_client(ctx, crt, user.get("client-key"), crt_data, key_data)
+    return ClusterConfig(cluster["server"], user.get("token"), ctx)
+
+
+def tls_client(ctx: ssl.SSLContext, crt: str | None, key: str | None, crt_data: bytes | None = None,
+               key_data: bytes | None = None) -> None:
+    """Load a client certificate into ``ctx``; embedded PEM data goes through a private temporary
+    directory that is removed at once (ssl loads certificates from files only)."""
+    if crt:
+        ctx.load_cert_chain(crt, key)
+        return
+    d = tempfile.mkdtemp(prefix="trellis-kc-")
+    try:
+        c, k = os.path.join(d, "crt"), os.path.join(d, "key")
+        for path, data in ((c, crt_data), (k, key_data)):
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+            with os.fdopen(fd, "wb") as f:
+                f.write(data or b"")
+        ctx.load_cert_chain(c, k)
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
 
 
 def in_cluster_config() -> ClusterConfig:
     host, port = os.environ["KUBERNETES_SERVICE_HOST"], os.environ["KUBERNETES_SERVICE_PORT"]
     with open(os.path.join(SA_DIR, "token")) as f:
         token = f.read().strip()
-    return ClusterConfig(f"https://{host}:{port}", token, os.path.join(SA_DIR, "ca.crt"))
+    return ClusterConfig(f"https://{host}:{port}", token, ssl.create_default_context(
+        cafile=os.path.join(SA_DIR, "ca.crt")))
 
 
 class KubeClient:

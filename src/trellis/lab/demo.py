@@ -265,7 +265,7 @@ def run(name: str, nodes: int, progress: Callable[[str], None]) -> int:
         t0 = time.monotonic()
         cfg = topology.up(name, nodes, progress=progress)
         progress(f"lab up in {time.monotonic() - t0:.1f}s")
-    client = KubeClient(cfg.api_url)
+    client = cfg.client()
     disc = Discovery(client)
     docs = guestbook_manifests()
     for obj in docs:

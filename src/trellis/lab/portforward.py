@@ -99,7 +99,7 @@ class PortForward:
 
 def open_forward(lab: str, ns: str, name: str, local_port: int, port: int) -> PortForward:
     cfg = topology.load(lab)
-    client = KubeClient(cfg.api_url)
+    client = cfg.client()
     try:
         target = target_for(client, ns, name, port)
     finally:

@@ -24,6 +24,7 @@ from typing import Callable
 
 from trellis.kernel import netns as kns
 from trellis.kube.client import ApiError, KubeClient
+from trellis.lab import pki
 from trellis.lab.kubelet.cni import reference_conflist
 
 STATE_ROOT = os.environ.get("TRELLIS_STATE_ROOT", "/var/lib/trellis/labs")
@@ -33,6 +34,7 @@ CLIENT_IP = f"{UNDERLAY}.250"
 API_PORT = 6443
 POD_CIDR = "10.244.0.0/16"
 SERVICE_CIDR = "10.96.0.0/16"
+KUBERNETES_SERVICE_IP = "10.96.0.1"  # default/kubernetes: the first address of SERVICE_CIDR
 LB_POOL = f"{UNDERLAY}.200-{UNDERLAY}.239"
 NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,14}$")
 Progress = Callable[[str], None]
@@ -77,7 +79,11 @@ class LabConfig:
 
     @property
     def api_url(self) -> str:
-        return f"http://127.0.0.1:{self.api_port}"
+        return f"https://127.0.0.1:{self.api_port}"
+
+    def client(self) -> KubeClient:
+        """A client of the lab's API as its admin (the kubeconfig's client certificate)."""
+        return KubeClient.from_kubeconfig(self.kubeconfig)
 
     def ns(self, role: str) -> str:
         return f"{self.name}-{role}"
@@ -311,11 +317,17 @@ def _build(cfg: LabConfig, progress: Progress, timeout: float) -> None:
         kns.ip_batch(_wire(cfg, cfg.ns(role), port, ip)[1], f"address {role} on the underlay", cfg.ns(role))
     for i in range(1, cfg.nodes + 1):
         node_sysctls(cfg.ns(f"node-{i}"))
+    progress("making the lab's CA and certificates")
+    ca = pki.LabPKI(cfg.dir)
+    serving = ca.init(["127.0.0.1", MASTER_IP, KUBERNETES_SERVICE_IP])
     progress("starting the API server")
     py = sys.executable
     ready = os.path.join(cfg.dir, "apiserver.ready")
     _spawn(cfg, "apiserver", [py, "-m", "trellis.lab.apiserver.server", "--state-dir", cfg.dir,
                               "--listen", f"127.0.0.1:{cfg.api_port}",
+                              "--tls-cert-file", serving.cert, "--tls-private-key-file", serving.key,
+                              "--client-ca-file", ca.ca.cert, "--service-account-signing-key-file", ca.sa_key,
+                              "--service-account-key-file", ca.sa_pub,
                               "--netns-listen", f"{cfg.ns('master')}={MASTER_IP}:{API_PORT}",
                               "--service-cidr", SERVICE_CIDR, "--ready-file", ready,
                               "--advertise-address", f"{MASTER_IP}:{API_PORT}",
@@ -342,7 +354,7 @@ def _build(cfg: LabConfig, progress: Progress, timeout: float) -> None:
     progress(f"starting {cfg.nodes} kubelets (CNI: {cfg.cni})")
     for i in cfg.node_ids:
         start_kubelet(cfg, i)
-    client = KubeClient(cfg.api_url)
+    client = cfg.client()
     want = set(cfg.node_names())
 
     def nodes_ready() -> bool:
@@ -362,7 +374,7 @@ def _build(cfg: LabConfig, progress: Progress, timeout: float) -> None:
         apply_manifest(cfg, "dns.yaml")
         progress("deploying the ingress controller (kube-system/trellis-ingress, IngressClass trellis)")
         apply_manifest(cfg, "ingress.yaml")
-        client = KubeClient(cfg.api_url)
+        client = cfg.client()
 
         def ready(svc: str) -> Callable[[], bool]:
             def check() -> bool:
@@ -402,7 +414,7 @@ def apply_manifest(cfg: LabConfig, name_or_text: str) -> None:
     else:
         with open(os.path.join(os.path.dirname(os.path.dirname(__file__)), "manifests", name_or_text)) as f:
             text = f.read()
-    client = KubeClient(cfg.api_url)
+    client = cfg.client()
     try:
         for obj in yaml.safe_load_all(text):
             if obj:
@@ -508,13 +520,10 @@ def _wait(cond: Callable[[], bool], timeout: float, what: str, cfg: LabConfig, c
 
 
 def write_kubeconfig(cfg: LabConfig) -> str:
-    text = (f"apiVersion: v1\nkind: Config\nclusters:\n- name: {cfg.name}\n  cluster:\n"
-            f"    server: {cfg.api_url}\ncontexts:\n- name: {cfg.name}\n  context:\n    cluster: {cfg.name}\n"
-            f"    user: {cfg.name}-admin\n    namespace: default\ncurrent-context: {cfg.name}\n"
-            f"users:\n- name: {cfg.name}-admin\n  user: {{}}\npreferences: {{}}\n")
-    with open(cfg.kubeconfig, "w") as f:
-        f.write(text)
-    return cfg.kubeconfig
+    """The admin's kubeconfig (mode 0600): the lab CA and a client certificate in system:masters."""
+    ca = pki.LabPKI(cfg.dir)
+    admin = ca.client("admin", "kubernetes-admin", ("system:masters",))
+    return pki.kubeconfig(cfg.kubeconfig, cfg.name, cfg.api_url, ca.ca.cert, admin)
 
 
 # ---- nodes joining and leaving ------------------------------------------------------
@@ -537,7 +546,7 @@ def add_node(name: str, progress: Progress = lambda s: None, timeout: float = 30
     if cfg.cni == "trellis":
         start_agent(cfg, i)
     start_kubelet(cfg, i)
-    client = KubeClient(cfg.api_url)
+    client = cfg.client()
 
     def ready() -> bool:
         n = client.get_or_none("v1", "nodes", node)
@@ -563,7 +572,7 @@ def remove_node(name: str, node: str, progress: Progress = lambda s: None) -> No
     _kill(_wait_gone(pids, 15), signal.SIGKILL)
     for pid in kns.pids(cfg.ns(node)):
         _kill([pid], signal.SIGKILL)
-    client = KubeClient(cfg.api_url)
+    client = cfg.client()
     for pod in client.list("v1", "pods", field_selector=f"spec.nodeName={node}")[0]:
         client.delete("v1", "pods", pod["metadata"]["name"], pod["metadata"]["namespace"], grace_period=0)
     client.delete("v1", "nodes", node)
