@@ -128,6 +128,51 @@ def test_default_deny_ingress_in_one_namespace(lab, clean):
     check(lab, clean, Reach(True).set(False, dst=ns_is("x")))
 
 
+def scrape(lab, node):
+    """The agent's /metrics, read from inside the node's network namespace."""
+    import subprocess
+
+    from prometheus_client.parser import text_string_to_metric_families
+    out = subprocess.run(["ip", "netns", "exec", lab.ns(node), "curl", "-sf", "-m", "5",
+                          "http://127.0.0.1:9753/metrics"], capture_output=True, text=True, check=True).stdout
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for fam in text_string_to_metric_families(out) for s in fam.samples}
+
+
+def denied(samples, node, layer, direction="in"):
+    key = ("trellis_policy_verdicts_total", (("action", "deny"), ("direction", direction), ("layer", layer),
+                                             ("node", node)))
+    return samples.get(key, 0)
+
+
+def test_agent_metrics_count_denials_where_they_are_judged_and_the_pool(lab, clean):
+    """A connection from y/b (node-2) to x/a (node-1) that x's deny-all rejects is counted by
+    node-1's agent as a NetworkPolicy ingress deny, once per rejected packet; node-2 counts none
+    of it. The address pool gauge is node-1's pods."""
+    clean.create("networking.k8s.io/v1", "networkpolicies", netpol("x", "deny-all", {"podSelector": {}}), "x")
+    check(lab, clean, Reach(True).set(False, dst=ns_is("x")))
+    src = next(p for p in kc_pods(clean) if p["metadata"]["namespace"] == "y" and p["metadata"]["name"] == "b")
+    dst = next(p for p in kc_pods(clean) if p["metadata"]["namespace"] == "x" and p["metadata"]["name"] == "a")
+    before = {n: scrape(lab, n) for n in ("node-1", "node-2")}
+    argv = cprobe.sandbox_argv(lab.dir, src, ["{cmd}"])
+    got = cprobe.agnhost_matrix(cprobe.Source("y/b", argv, None), [f"{dst['status']['podIP']}:80/tcp"], 1.0)
+    assert next(iter(got.values()))[0] == "denied", got
+    after = wait_for(lambda: (s := scrape(lab, "node-1")) and denied(s, "node-1", "netpol") >
+                     denied(before["node-1"], "node-1", "netpol") and s, 10, "node-1 to count the denial")
+    assert denied(after, "node-1", "netpol") - denied(before["node-1"], "node-1", "netpol") >= 1
+    two = scrape(lab, "node-2")
+    assert denied(two, "node-2", "netpol") == denied(before["node-2"], "node-2", "netpol")
+    on_node = [p for p in kc_pods(clean) if p["spec"].get("nodeName") == "node-1" and p["status"].get("podIP")
+               and not p["spec"].get("hostNetwork")]
+    assert after[("trellis_ipam_addresses", (("node", "node-1"), ("state", "allocated")))] == len(on_node)
+    assert after[("trellis_ipam_addresses", (("node", "node-1"), ("state", "capacity")))] == 254
+    assert after[("trellis_controller_syncs_total", (("controller", "policy"), ("node", "node-1")))] >= 1
+
+
+def kc_pods(kc):
+    return [p for p in kc.list("v1", "pods")[0] if p.get("status", {}).get("phase") == "Running"]
+
+
 def test_allow_from_a_namespace_on_one_port(lab, clean):
     clean.create("networking.k8s.io/v1", "networkpolicies", netpol("x", "allow-y-80", {
         "podSelector": {"matchLabels": {"pod": "a"}},

@@ -152,11 +152,37 @@ class Agent:
                 log.warning("reconcile failed (%s); retrying", e)
                 self.queue.add("sync", 1.0)
 
+    def serve_metrics(self, port: int, addr: str = "0.0.0.0") -> None:
+        """Prometheus metrics on ``addr:port`` of the node (agent/metrics.py)."""
+        from prometheus_client import CollectorRegistry, start_http_server
+
+        from trellis.agent import metrics
+        from trellis.policy import nftables as pnft
+
+        def ipam() -> tuple[int, int] | None:
+            net = self.network
+            if net is None:
+                return None
+            a = net.ipam
+            return len(a.store.all()), int(a.last) - int(a.first) + 1
+
+        def controllers():
+            yield "proxy", self.proxier.syncs, metrics.wall(self.proxier.last_sync)
+            yield "policy", self.policy.syncs, metrics.wall(self.policy.last_sync)
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(metrics.AgentCollector(
+            self.node, lambda: nft.list_table("inet", pnft.TABLE, self.policy.netns), ipam, controllers,
+            lambda: len(self.policy.errors)))
+        self.metrics_server, _ = start_http_server(port, addr, registry=registry)
+        log.info("metrics on %s:%d/metrics", addr, port)
+
     def shutdown(self) -> None:
         self.stop.set()
         self.queue.add("sync")
         self.server.stop()
         self.health.stop()
+        if getattr(self, "metrics_server", None) is not None:
+            self.metrics_server.shutdown()
 
 
 def cleanup() -> None:
@@ -189,6 +215,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cluster-cidr", default="10.244.0.0/16")
     p.add_argument("--service-cidr", default="10.96.0.0/16")
     p.add_argument("--underlay-dev", default="eth0")
+    p.add_argument("--metrics-port", type=int, default=9753,
+                   help="serve Prometheus metrics on this port of every node address (0: off)")
     p.add_argument("--cleanup", action="store_true", help="remove trellis' links, routes and table, then exit")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s agent/{args.node} %(levelname)s %(message)s")
@@ -203,6 +231,8 @@ def main(argv: list[str] | None = None) -> int:
     client = KubeClient(args.server) if args.server else KubeClient(in_cluster_config())
     agent = Agent(client, args.node, args.state_dir, args.socket, args.mode, args.cluster_cidr, args.underlay_dev,
                   service_cidr=args.service_cidr)
+    if args.metrics_port:
+        agent.serve_metrics(args.metrics_port)
     signal.signal(signal.SIGTERM, lambda *_: agent.shutdown())
     signal.signal(signal.SIGINT, lambda *_: agent.shutdown())
     agent.run()

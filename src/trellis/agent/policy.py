@@ -72,6 +72,7 @@ class PolicyController:
         self.synced = threading.Event()
         self.last_change = 0.0
         self.syncs = 0
+        self.last_sync = 0.0
         self.errors: dict[str, str] = {}          # object key -> why it is not enforced
         self.events = events
         self.config_reported: tuple[str, str] | None = None  # (uid, resourceVersion) last checked
@@ -239,6 +240,7 @@ class PolicyController:
             nft.apply(pnft.full(want, self.cluster_cidr), "policy full sync", self.netns)
             self.applied = want
             self.syncs += 1
+            self.last_sync = time.monotonic()
 
     def _apply_changes(self) -> None:
         want = pnft.desired(self.state, self.node, self.endpoint_ips)
@@ -250,6 +252,7 @@ class PolicyController:
                 nft.apply(script, "policy update", self.netns)
         self.applied = want
         self.syncs += 1
+        self.last_sync = time.monotonic()
 
     def wait_synced(self, stop: threading.Event, grace: float = 10.0) -> bool:
         for inf in self.required:
