@@ -202,3 +202,34 @@ def test_deleting_pods_removes_their_namespaces(lab, kc):
     after = set(subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout.split())
     gone = {n for n in before - after if n.startswith(f"{lab.name}-p-")}
     assert len(gone) == 2
+
+
+def test_every_namespace_has_a_default_service_account_whose_tokens_authenticate(lab, kc, tmp_path):
+    """kube-controller-manager's ServiceAccounts controller: a new namespace gets `default`,
+    `kubectl create token` signs for it on the secure port, and the token dies with the account
+    (which comes back, with a new uid)."""
+    import ssl
+
+    import httpx
+
+    from conftest import kubectl_runner
+    from trellis.lab.pki import LabPKI
+    kubectl = kubectl_runner(lab.kubeconfig, str(tmp_path))
+    kc.create("v1", "namespaces", {"metadata": {"name": "sa-test"}})
+    sa = wait_for(lambda: kc.get_or_none("v1", "serviceaccounts", "default", "sa-test"), 10, "the default account")
+    token = kubectl("create", "token", "default", "-n", "sa-test").stdout.strip()
+    ctx = ssl.create_default_context(cafile=LabPKI(lab.dir).ca.cert)
+
+    def whoami():
+        r = httpx.post(f"{lab.api_url}/apis/authentication.k8s.io/v1/selfsubjectreviews", verify=ctx,
+                       headers={"Authorization": f"Bearer {token}"}, json={"apiVersion": "authentication.k8s.io/v1",
+                                                                         "kind": "SelfSubjectReview"})
+        status = r.json().get("status")  # a review's status, or "Failure" in a 401's Status
+        return r.status_code, status.get("userInfo", {}).get("username") if isinstance(status, dict) else None
+    assert whoami() == (201, "system:serviceaccount:sa-test:default")
+    kc.delete("v1", "serviceaccounts", "default", "sa-test")
+    again = wait_for(lambda: (o := kc.get_or_none("v1", "serviceaccounts", "default", "sa-test"))
+                     and o["metadata"]["uid"] != sa["metadata"]["uid"] and o, 10, "the account back")
+    assert again["metadata"]["name"] == "default"
+    assert whoami()[0] == 401
+    kc.delete("v1", "namespaces", "sa-test")

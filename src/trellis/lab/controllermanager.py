@@ -1,4 +1,4 @@
-"""The lab's controller manager: scheduler, workload, EndpointSlice and node lifecycle controllers."""
+"""The lab's controller manager: scheduler, workload, EndpointSlice, node lifecycle and ServiceAccounts controllers."""
 from __future__ import annotations
 
 import argparse
@@ -12,6 +12,7 @@ from trellis.kube.informer import Informer
 from trellis.lab.endpointslices import EndpointSliceController
 from trellis.lab.jobs import CronJobController, JobController
 from trellis.lab.nodelifecycle import NodeLifecycleController
+from trellis.lab.serviceaccounts import ServiceAccountsController
 from trellis.lab.workloads import DeploymentController, ReplicaSetController, Scheduler
 
 
@@ -24,12 +25,15 @@ def run(client: KubeClient, stop: threading.Event, node_grace: float = 40.0) -> 
     slices = Informer(client, "discovery.k8s.io/v1", "endpointslices")
     jobs = Informer(client, "batch/v1", "jobs")
     cronjobs = Informer(client, "batch/v1", "cronjobs")
+    namespaces = Informer(client, "v1", "namespaces")
+    accounts = Informer(client, "v1", "serviceaccounts")
     controllers = [Scheduler(client, pods, nodes), ReplicaSetController(client, pods, rsets),
                    DeploymentController(client, deploys, rsets),
                    EndpointSliceController(client, services, pods, slices),
                    NodeLifecycleController(client, nodes, grace=node_grace),
-                   JobController(client, jobs, pods), CronJobController(client, cronjobs, jobs)]
-    informers = (pods, nodes, rsets, deploys, services, slices, jobs, cronjobs)
+                   JobController(client, jobs, pods), CronJobController(client, cronjobs, jobs),
+                   ServiceAccountsController(client, namespaces, accounts)]
+    informers = (pods, nodes, rsets, deploys, services, slices, jobs, cronjobs, namespaces, accounts)
     for inf in informers:
         inf.start()
     for inf in informers:
