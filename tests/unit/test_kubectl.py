@@ -120,3 +120,64 @@ def test_errors_reach_the_user(kubectl):
     bad = MANIFEST.split("---")[1].replace("port: 80,", "port: 99999,")
     p = kubectl("apply", "-f", "-", input=bad, check=False)
     assert p.returncode != 0 and "spec.ports[0].port" in p.stderr
+
+
+def test_explain_reads_the_served_schemas_and_apply_patches_with_their_merge_keys(kubectl):
+    """OpenAPI v3 with the kinds' schemas: kubectl explain works for built-in kinds, and kubectl
+    apply with those schemas served still removes list entries by merge key and clears
+    rollingUpdate when the strategy becomes Recreate (retainKeys)."""
+    out = kubectl("explain", "pod.spec.hostNetwork").stdout
+    assert "FIELD: hostNetwork <boolean>" in out
+    out = kubectl("explain", "deployment.spec.template.spec.containers.ports").stdout
+    assert "<[]ContainerPort>" in out and "containerPort\t<integer>" in out
+    assert "<Object>" not in kubectl("explain", "networkpolicy.spec.ingress").stdout.split("FIELDS:")[0]
+    first = textwrap.dedent("""\
+        apiVersion: apps/v1
+        kind: Deployment
+        metadata: {name: ap}
+        spec:
+          selector: {matchLabels: {app: ap}}
+          template:
+            metadata: {labels: {app: ap}}
+            spec:
+              containers:
+              - {name: a, image: agnhost, env: [{name: "X", value: "1"}, {name: "Y", value: "2"}],
+                 ports: [{containerPort: 80}, {containerPort: 81}]}
+              - {name: b, image: busybox}
+        """)
+    second = first.replace(', {name: "Y", value: "2"}', "").replace(", {containerPort: 81}", "").replace(
+        "      - {name: b, image: busybox}\n", "").replace("spec:\n  selector", "spec:\n  strategy: {type: Recreate}\n  selector")
+    kubectl("apply", "-f", "-", input=first)
+    kubectl("apply", "-f", "-", input=second)
+    dep = json.loads(kubectl("get", "deployment", "ap", "-o", "json").stdout)
+    (c,) = dep["spec"]["template"]["spec"]["containers"]
+    assert c["name"] == "a" and c["env"] == [{"name": "X", "value": "1"}]
+    assert [p["containerPort"] for p in c["ports"]] == [80]
+    assert dep["spec"]["strategy"] == {"type": "Recreate"}
+
+
+def test_explain_a_custom_resource(kubectl):
+    crd = textwrap.dedent("""\
+        apiVersion: apiextensions.k8s.io/v1
+        kind: CustomResourceDefinition
+        metadata: {name: widgets.example.com}
+        spec:
+          group: example.com
+          names: {kind: Widget, plural: widgets, singular: widget}
+          scope: Namespaced
+          versions:
+          - name: v1
+            served: true
+            storage: true
+            schema:
+              openAPIV3Schema:
+                type: object
+                properties:
+                  spec:
+                    type: object
+                    properties:
+                      size: {type: integer, description: how big}
+        """)
+    kubectl("apply", "-f", "-", input=crd)
+    out = kubectl("explain", "widgets.spec.size").stdout
+    assert "FIELD: size <integer>" in out and "how big" in out

@@ -24,8 +24,9 @@ from aiohttp import web
 
 from trellis.kernel.netns import in_netns
 from trellis.kube import selectors
-from trellis.lab.apiserver import access, errors, eventsapi, metrics, openapi2, rbac, reqinput, schema, tables
-from trellis.lab.apiserver.api import DRY_RUN, FIELD_VALIDATION, WARNINGS, Api
+from trellis.lab.apiserver import (access, errors, eventsapi, metrics, openapi2, openapi3, rbac, reqinput, schema,
+                                   tables)
+from trellis.lab.apiserver.api import CRD_BUCKET, DRY_RUN, FIELD_VALIDATION, WARNINGS, Api
 from trellis.lab.apiserver.resources import Resource
 from trellis.lab.apiserver.store import Store, Watcher, dumps
 from trellis.lab.apiserver.podforward import portforward_pod
@@ -114,7 +115,7 @@ class Server:
                        self.api.registry.openapi_gv(seg[1], seg[2]) if seg[0] == "apis" and len(seg) == 3 else None)
                 if doc is None:
                     raise errors.ApiError(404, "NotFound", f"no OpenAPI document at {path}")
-                return jresp(doc)
+                return jresp(self.with_schemas(doc, seg[1] if seg[0] == "apis" else "", seg[-1]))
             if path == "/api":
                 return jresp(self.api.registry.api_versions())
             if path == "/apis":
@@ -142,6 +143,28 @@ class Server:
         except Exception as e:  # noqa: BLE001 - an API server answers 500, it does not die
             log.exception("internal error on %s %s", request.method, path)
             return err(errors.ApiError(500, "InternalError", f"internal error: {e}"))
+
+    def with_schemas(self, doc: dict, group: str, version: str) -> dict:
+        """The group-version's OpenAPI v3 document with the schemas of its kinds (kubectl explain)."""
+        roots, crds = {}, {}
+        for r in self.api.registry.all():
+            if r.group != group or r.version != version:
+                continue
+            if r.custom:
+                crds[r.kind] = r
+            elif (model := schema.model_name(r.group, r.version, r.kind)) is not None:
+                roots[model] = (r.group, r.version, r.kind)
+        comps = openapi3.components(roots, ("V1ObjectMeta",) if crds else ())
+        for crd in self.api.store.list(CRD_BUCKET) if crds else []:
+            spec = crd.get("spec") or {}
+            if spec.get("group") != group or spec.get("names", {}).get("kind") not in crds:
+                continue
+            for v in spec.get("versions") or []:
+                if v.get("name") == version:
+                    name, body = openapi3.crd_component(group, version, spec["names"]["kind"],
+                                                        (v.get("schema") or {}).get("openAPIV3Schema"))
+                    comps[name] = body
+        return dict(doc, components={"schemas": comps})
 
     def authorize(self, request: web.Request, path: str) -> None:
         """403 unless RBAC allows the request (the trusted in-lab port skips this)."""
