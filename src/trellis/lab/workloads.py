@@ -12,6 +12,7 @@ import copy
 import hashlib
 import json
 import logging
+import time
 
 from trellis.kube import selectors
 from trellis.kube.client import ApiError, KubeClient
@@ -55,6 +56,12 @@ class ReplicaSetController(Reconciler):
         super().__init__()
         self.client, self.pods, self.rsets = client, pods, rsets
         self.events = events or EventRecorder(client, "replicaset-controller")
+        # expectations, as kube-controller-manager keeps them: pods this controller created or
+        # deleted that its informer has not shown yet. A sync between a create and its watch event
+        # would otherwise count the pod missing and create one more (7 pods for 6, then a delete)
+        # (a pod that never shows up, say deleted at once, is forgotten after EXPECTATION_TTL)
+        self.created: dict[str, dict[str, float]] = {}
+        self.deleted: dict[str, dict[str, float]] = {}
         rsets.add_handler(lambda t, o, old: self.queue.add(f"{o['metadata']['namespace']}/{o['metadata']['name']}"))
         pods.add_handler(self._on_pod)
 
@@ -70,14 +77,21 @@ class ReplicaSetController(Reconciler):
             return
         uid = rs["metadata"]["uid"]
         pods = [p for p in self.pods.items() if p["metadata"]["namespace"] == ns and owned_by(p, uid)]
+        names = {p["metadata"]["name"]: p for p in pods}
+        fresh = time.monotonic() - EXPECTATION_TTL
+        created = {n: t for n, t in self.created.get(key, {}).items() if n not in names and t > fresh}
+        deleted = {n: t for n, t in self.deleted.get(key, {}).items()
+                   if n in names and not names[n]["metadata"].get("deletionTimestamp") and t > fresh}
+        self.created[key], self.deleted[key] = created, deleted
         active = [p for p in pods if not p["metadata"].get("deletionTimestamp")
+                  and p["metadata"]["name"] not in deleted
                   and p.get("status", {}).get("phase") not in ("Succeeded", "Failed")]
         want = rs["spec"].get("replicas", 1)
-        if len(active) < want:
+        if len(active) + len(created) < want:
             tmpl = rs["spec"]["template"]
             # at most BURST_REPLICAS per sync, as kube-controller-manager's burstReplicas: the pods
             # made wake the next sync, and a quota error stops the burst at once
-            for _ in range(min(want - len(active), BURST_REPLICAS)):
+            for _ in range(min(want - len(active) - len(created), BURST_REPLICAS)):
                 pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {
                     "generateName": f"{name}-", "namespace": ns,
                     "labels": dict(tmpl.get("metadata", {}).get("labels") or {}),
@@ -89,14 +103,16 @@ class ReplicaSetController(Reconciler):
                     self.events.event(rs, WARNING, "FailedCreate", f"Error creating: {e.message}",
                                       kind="ReplicaSet", api_version="apps/v1")
                     raise
+                created[made["metadata"]["name"]] = time.monotonic()
                 self.events.event(rs, NORMAL, "SuccessfulCreate", f"Created pod: {made['metadata']['name']}",
                                   kind="ReplicaSet", api_version="apps/v1")
-        elif len(active) > want:
+        elif len(active) + len(created) > want:
             # delete the least useful first: unscheduled, then not ready, then newest
             active.sort(key=lambda p: (bool(p["spec"].get("nodeName")), pod_ready(p),
                                        p["metadata"].get("creationTimestamp", "")), reverse=False)
-            for p in active[: len(active) - want]:
+            for p in active[: len(active) + len(created) - want]:
                 self.client.delete("v1", "pods", p["metadata"]["name"], ns)
+                deleted[p["metadata"]["name"]] = time.monotonic()
                 self.events.event(rs, NORMAL, "SuccessfulDelete", f"Deleted pod: {p['metadata']['name']}",
                                   kind="ReplicaSet", api_version="apps/v1")
         ready = sum(1 for p in active if pod_ready(p))
@@ -259,8 +275,12 @@ class Scheduler(Reconciler):
             return True
         if pod["spec"].get("schedulerName", "default-scheduler") != "default-scheduler":
             return True
+        # the assumed bindings first, then the pods: the informer updates its cache before it drops
+        # a binding from ``assumed``, so every pod this scheduler bound is in one of the two views
+        # (pods first could see a pod unbound and miss it in ``assumed`` too, and pile pods on a node)
+        assumed = dict(self.assumed)
         nodes = self.nodes.items()
-        chosen = placement.place(pod, nodes, self.pods.items(), self.assumed)
+        chosen = placement.place(pod, nodes, self.pods.items(), assumed)
         if chosen.node is None:
             msg = chosen.message
             cond = {"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": msg}
@@ -284,6 +304,7 @@ class Scheduler(Reconciler):
 
 
 BURST_REPLICAS = 500  # pods a ReplicaSet creates per sync, as the replicaset controller's burstReplicas
+EXPECTATION_TTL = 30.0  # seconds a create or delete waits to be seen before it is no longer expected
 
 
 def label_selector_string(sel: dict | None) -> str:
