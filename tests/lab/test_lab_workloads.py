@@ -217,6 +217,8 @@ def test_every_namespace_has_a_default_service_account_whose_tokens_authenticate
     kubectl = kubectl_runner(lab.kubeconfig, str(tmp_path))
     kc.create("v1", "namespaces", {"metadata": {"name": "sa-test"}})
     sa = wait_for(lambda: kc.get_or_none("v1", "serviceaccounts", "default", "sa-test"), 10, "the default account")
+    made = kc.create("v1", "pods", pod("runs-as"), "sa-test")  # the ServiceAccount admission plugin
+    assert made["spec"]["serviceAccountName"] == "default" and made["spec"]["serviceAccount"] == "default"
     token = kubectl("create", "token", "default", "-n", "sa-test").stdout.strip()
     ctx = ssl.create_default_context(cafile=LabPKI(lab.dir).ca.cert)
 

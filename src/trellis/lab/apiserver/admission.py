@@ -191,6 +191,16 @@ def pod_spec_mutable_view(spec: dict) -> dict:
 def admit_pod(obj: dict, old: dict | None) -> Causes:
     spec = obj.setdefault("spec", {})
     default_pod_spec(spec)
+    # the ServiceAccount admission plugin: a pod runs as "default" unless it names another
+    # (serviceAccount is the deprecated spelling, kept equal); an update that leaves it out keeps it
+    if old is None:
+        spec["serviceAccountName"] = spec.get("serviceAccountName") or spec.get("serviceAccount") or "default"
+    else:
+        for key in ("serviceAccountName", "serviceAccount"):
+            if not spec.get(key) and (old.get("spec") or {}).get(key):
+                spec[key] = old["spec"][key]
+    if spec.get("serviceAccountName"):
+        spec["serviceAccount"] = spec["serviceAccountName"]
     obj.setdefault("status", {}).setdefault("phase", "Pending")
     if old is None:
         obj["status"].setdefault("qosClass", "BestEffort")
