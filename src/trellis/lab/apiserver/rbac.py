@@ -14,6 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
+from trellis.kube import selectors
+
 MASTERS = "system:masters"
 AUTHENTICATED = "system:authenticated"
 BOOTSTRAP_LABEL = {"kubernetes.io/bootstrapping": "rbac-defaults"}
@@ -86,15 +88,11 @@ def subject_matches(subject: dict, user: User, binding_ns: str) -> bool:
     return False
 
 
-def _selector_matches(sel: dict, labels: dict) -> bool:
-    if any(labels.get(k) != v for k, v in (sel.get("matchLabels") or {}).items()):
-        return False
-    for e in sel.get("matchExpressions") or []:
-        key, op, vals = e.get("key"), e.get("operator"), e.get("values") or []
-        if (op == "In" and labels.get(key) not in vals) or (op == "NotIn" and labels.get(key) in vals) \
-                or (op == "Exists" and key not in labels) or (op == "DoesNotExist" and key in labels):
-            return False
-    return True
+def _selects(sel: dict, labels: dict) -> bool:
+    try:
+        return selectors.labels_match(sel, labels)
+    except (selectors.SelectorError, TypeError, AttributeError):
+        return False  # a malformed aggregation selector aggregates nothing
 
 
 def cluster_role_rules(role: dict, lookup: Lookup) -> list[dict]:
@@ -106,7 +104,7 @@ def cluster_role_rules(role: dict, lookup: Lookup) -> list[dict]:
         if other["metadata"]["name"] == role["metadata"]["name"] or other.get("aggregationRule"):
             continue
         labels = other["metadata"].get("labels") or {}
-        if any(_selector_matches(s, labels) for s in agg["clusterRoleSelectors"]):
+        if any(_selects(s, labels) for s in agg["clusterRoleSelectors"]):
             out += other.get("rules") or []
     return out
 
