@@ -3,9 +3,11 @@
 Containers write straight into their log file (no pipe through the kubelet, so
 a restarted kubelet finds them still logging). Instead of a runtime's per-line
 stamps, the kubelet notes every ``INTERVAL`` seconds where each log file has
-grown to: ``<c>.log.idx`` gets ``<offset> <RFC 3339 time>`` for each new
+grown to: ``<c>.log.idx`` gets ``<start> <end> <RFC 3339 time>`` for each new
 stretch of bytes, and a line's timestamp is the time its first byte was seen.
 So a stamp is at most ``INTERVAL`` late, like a runtime's read of its pipe.
+Bytes written since the last look (a reader can come before the stamper) get
+the file's modification time, which is the time of the newest write.
 """
 from __future__ import annotations
 
@@ -54,7 +56,7 @@ class LogStamper(threading.Thread):
                     last = 0
                 if st.st_size > last:
                     with open(index_path(path), "a" if last else "w") as f:
-                        f.write(f"{last} {now}\n")
+                        f.write(f"{last} {st.st_size} {now}\n")
                 self.sizes[path] = (st.st_ino, st.st_size)
         self.sizes = {p: s for p, s in self.sizes.items() if p in live}
 
@@ -78,16 +80,23 @@ def stamp_lines(data: bytes, index: list[tuple[int, str]], base: int = 0) -> byt
 
 
 def read_index(log_path: str) -> list[tuple[int, str]]:
-    """The stamps of a log; a log written while no kubelet watched gets its file's modification time."""
+    """The stamps of a log as (offset, time); bytes no stamper saw get the file's modification time."""
+    index, end = [], 0
     try:
         with open(index_path(log_path)) as f:
-            index = [(int(o), t) for o, t in (line.split() for line in f if line.strip())]
+            for line in f:
+                start, stop, t = line.split()
+                index.append((int(start), t))
+                end = int(stop)
     except (OSError, ValueError):
-        index = []
-    if not index or index[0][0] > 0:
-        try:
-            mtime = dt.datetime.fromtimestamp(os.stat(log_path).st_mtime, dt.timezone.utc)
-            index.insert(0, (0, rfc3339nano(mtime)))
-        except OSError:
-            pass
+        index, end = [], 0
+    try:
+        st = os.stat(log_path)
+    except OSError:
+        return index
+    mtime = rfc3339nano(dt.datetime.fromtimestamp(st.st_mtime, dt.timezone.utc))
+    if not index or index[0][0] > 0:  # written while no kubelet watched
+        index.insert(0, (0, mtime))
+    elif st.st_size > end:  # written since the stamper last looked
+        index.append((end, mtime))
     return index
