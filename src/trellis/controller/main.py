@@ -24,6 +24,7 @@ from trellis.kube.client import KubeClient
 from trellis.kube.informer import Informer, Reconciler
 
 log = logging.getLogger("trellis.controller")
+LEASE_NAME = "trellis-controller"
 
 
 class NodeBlocks(Reconciler):
@@ -71,27 +72,43 @@ class NodeBlocks(Reconciler):
             log.info("node %s: %s", name, patch)
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="trellis controller", description="The trellis cluster controller.")
-    p.add_argument("--server", help="API server URL (default: in-cluster config)")
-    p.add_argument("--cluster-cidr", default="10.244.0.0/16")
-    p.add_argument("--block-prefix", type=int, default=24)
-    args = p.parse_args(argv)
-    from trellis import daemon
-    client, stop = daemon.start("controller", args.server)
+def start(client: KubeClient, cluster_cidr: str, block_prefix: int, stop: threading.Event) -> None:
+    """Start the informers and every controller's worker (threads; they end with ``stop``)."""
     nodes = Informer(client, "v1", "nodes")
     services = Informer(client, "v1", "services")
     pools = Informer(client, "trellis.dev/v1alpha1", "ippools")
     events = EventRecorder(client, "trellis-controller")
     audit = PolicyAudit(client, events)
-    controllers = [NodeBlocks(client, nodes, args.cluster_cidr, args.block_prefix),
+    controllers = [NodeBlocks(client, nodes, cluster_cidr, block_prefix),
                    LoadBalancerIPs(client, services, pools, events), audit]
     for inf in (nodes, services, pools):
         inf.start()
     audit.start()
     for c in controllers:
         threading.Thread(target=c.run, args=(stop,), daemon=True, name=c.name).start()
-    stop.wait()
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="trellis controller", description="The trellis cluster controller.")
+    p.add_argument("--server", help="API server URL (default: in-cluster config)")
+    p.add_argument("--cluster-cidr", default="10.244.0.0/16")
+    p.add_argument("--block-prefix", type=int, default=24)
+    p.add_argument("--leader-elect", action="store_true",
+                   help="run only while holding the Lease trellis-controller (several replicas: one works, "
+                        "the others stand by); exit 1 when the Lease is lost")
+    p.add_argument("--leader-elect-namespace", default="trellis-system", help="namespace of the Lease")
+    args = p.parse_args(argv)
+    from trellis import daemon
+    client, stop = daemon.start("controller", args.server)
+    if not args.leader_elect:
+        start(client, args.cluster_cidr, args.block_prefix, stop)
+        stop.wait()
+        return 0
+    from trellis.kube.leader import LeaderElector
+    elector = LeaderElector(client, args.leader_elect_namespace, LEASE_NAME)
+    log.info("%s waits for the lease %s/%s", elector.identity, args.leader_elect_namespace, LEASE_NAME)
+    if elector.run(stop, lambda: start(client, args.cluster_cidr, args.block_prefix, stop)):
+        return 1  # lost the lease: stop leading by exiting; the Deployment starts a fresh candidate
     return 0
 
 
