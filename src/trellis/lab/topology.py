@@ -457,30 +457,15 @@ def cni_bin_dirs(cfg: LabConfig) -> list[str]:
 
 
 def cni_interpreter() -> str:
-    """trellis-cni is stdlib-only, so it runs under the distribution's python3 when there is
-    one: it starts ~2 ms faster than an interpreter built with a shared libpython (such
-    as pyenv's), and start-up is most of what a plugin costs."""
-    system = "/usr/bin/python3"
-    try:
-        p = subprocess.run([system, "-IS", "-c", "import sys; print(sys.version_info >= (3, 9))"],
-                           capture_output=True, text=True, timeout=10)
-        if p.stdout.strip() == "True":
-            return system
-    except OSError:
-        pass
-    return sys.executable
+    """Moved to trellis.cni.install (product code: the DaemonSet's installer writes the plugin too)."""
+    from trellis.cni.install import cni_interpreter as interpreter
+    return interpreter()
 
 
 def write_cni_launcher(path: str) -> None:
-    """trellis-cni starts with -I -S (no site, no .pth hooks): what a runtime pays on every
-    ADD and DEL is the interpreter's start and one small module. The module is imported
-    from its own directory, as ``main``, so that the two package ``__init__`` files are
-    not (it imports nothing from trellis; its compiled form is the same cached file)."""
-    import trellis.cni.main as plugin
-    with open(path, "w") as f:
-        f.write(f"#!{cni_interpreter()} -IS\nimport sys\nsys.path.insert(0, {os.path.dirname(plugin.__file__)!r})\n"
-                "from main import main\nmain()\n")
-    os.chmod(path, 0o755)
+    """Moved to trellis.cni.install.write_launcher."""
+    from trellis.cni.install import write_launcher
+    write_launcher(path)
 
 
 def write_conflist(cfg: LabConfig, i: int) -> str:
