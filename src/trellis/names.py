@@ -21,3 +21,9 @@ JUDGED_MARK = 0x2000
 # VXLAN device, so the judgment travels with them.
 TUNNEL_TABLE = 201
 TUNNEL_RULE_PRIORITY = 100
+
+# ConfigMap trellis-config: the cluster's trellis settings. `trellis manifests` puts it in
+# trellis-system (deploy/trellis.yaml); labs and clusters set up before that keep it in
+# kube-system, so readers take trellis-system's and fall back to kube-system's.
+CONFIG_NAME = "trellis-config"
+CONFIG_NAMESPACES = ("trellis-system", "kube-system")

@@ -17,8 +17,8 @@ import socket
 from trellis.kube.client import ApiError, KubeClient
 from trellis.kube.events import WARNING, EventRecorder
 from trellis.kube.informer import Informer, Reconciler
+from trellis.names import CONFIG_NAME, CONFIG_NAMESPACES
 from trellis.policy import audit, model
-from trellis.policy.live import CONFIG_NAME, CONFIG_NS
 
 log = logging.getLogger("trellis.controller.policy")
 COMPONENT = "trellis-controller"
@@ -37,7 +37,9 @@ class PolicyAudit(Reconciler):
             "groups": Informer(client, audit.GV, "endpointgroups"),
             "contracts": Informer(client, audit.GV, "contracts"),
             "netpols": Informer(client, "networking.k8s.io/v1", "networkpolicies"),
-            "config": Informer(client, "v1", "configmaps", ns=CONFIG_NS, field_selector=f"metadata.name={CONFIG_NAME}"),
+            # trellis-config where it is looked for, trellis-system's first (names.CONFIG_NAMESPACES)
+            **{f"config:{ns}": Informer(client, "v1", "configmaps", ns=ns, field_selector=f"metadata.name={CONFIG_NAME}")
+               for ns in CONFIG_NAMESPACES},
         }
         for inf in self.informers.values():
             inf.add_handler(lambda t, o, old: self.queue.add("all"))
@@ -51,7 +53,7 @@ class PolicyAudit(Reconciler):
 
     def sync(self, key: str) -> None:
         inf = self.informers
-        config = next(iter(inf["config"].items()), None)
+        config = next((cm for ns in CONFIG_NAMESPACES for cm in inf[f"config:{ns}"].items()), None)
         found = audit.problems(namespaces=inf["namespaces"].items(), deployments=inf["deployments"].items(),
                                pods=inf["pods"].items(), groups=inf["groups"].items(),
                                contracts=inf["contracts"].items(), netpols=inf["netpols"].items(), config=config)
@@ -76,6 +78,6 @@ class PolicyAudit(Reconciler):
         if (cm["metadata"].get("annotations") or {}).get(model.MODE_IN_FORCE_ANNOTATION) != mode:
             try:
                 self.client.patch("v1", "configmaps", CONFIG_NAME, {"metadata": {"annotations": {
-                    model.MODE_IN_FORCE_ANNOTATION: mode}}}, CONFIG_NS)
+                    model.MODE_IN_FORCE_ANNOTATION: mode}}}, cm["metadata"]["namespace"])
             except ApiError as e:
                 log.info("cannot record the isolation mode in force: %s", e)

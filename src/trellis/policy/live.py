@@ -5,10 +5,9 @@ The agent builds the very same state from its watches; this reads it once.
 from __future__ import annotations
 
 from trellis.kube.client import ApiError, KubeClient
+from trellis.names import CONFIG_NAME, CONFIG_NAMESPACES
 from trellis.policy import audit, model
 from trellis.policy.engine import PolicyState
-
-CONFIG_NS, CONFIG_NAME = "kube-system", "trellis-config"
 
 
 def _list(client: KubeClient, api_version: str, plural: str, ns: str | None = None) -> list[dict]:
@@ -20,12 +19,21 @@ def _list(client: KubeClient, api_version: str, plural: str, ns: str | None = No
         raise
 
 
+def config(client: KubeClient) -> dict | None:
+    """ConfigMap trellis-config: trellis-system's, else kube-system's; None when neither can be read."""
+    for ns in CONFIG_NAMESPACES:
+        try:
+            cm = client.get_or_none("v1", "configmaps", CONFIG_NAME, ns)
+        except ApiError:
+            continue
+        if cm is not None:
+            return cm
+    return None
+
+
 def load(client: KubeClient) -> tuple[PolicyState, dict[str, str], list[str]]:
     """-> (state, node name -> internal IP, what is not honoured as written: ``policy.audit``)."""
-    try:
-        cm = client.get("v1", "configmaps", CONFIG_NAME, CONFIG_NS)
-    except ApiError:
-        cm = None
+    cm = config(client)
     st = PolicyState(model.mode_in_force(cm)[0])
     namespaces = _list(client, "v1", "namespaces")
     for ns in namespaces:
@@ -83,13 +91,8 @@ def world(client: KubeClient):
 
     def endpoint_nodes(ns: str, name: str) -> set[str]:
         return {e.node for sp in ports if sp.namespace == ns and sp.name == name for e in sp.usable()}
-    mode, cidr = "vxlan", "10.244.0.0/16"
-    try:
-        data = client.get("v1", "configmaps", CONFIG_NAME, CONFIG_NS).get("data") or {}
-        mode = data.get("routingMode", mode)
-        cidr = data.get("clusterCIDR", cidr)
-    except ApiError:
-        pass
+    data = (config(client) or {}).get("data") or {}
+    mode, cidr = data.get("routingMode", "vxlan"), data.get("clusterCIDR", "10.244.0.0/16")
     return paths.World(st, nodes, ports, announce.announcers(services, nodes_raw, endpoint_nodes), mode, cidr), problems
 
 
