@@ -175,6 +175,66 @@ def validate_pod_spec(spec: Any, path: str = "spec") -> Causes:
     rp = spec.get("restartPolicy", "Always")
     if rp not in ("Always", "OnFailure", "Never"):
         out.append(unsupported(f"{path}.restartPolicy", rp, ("Always", "OnFailure", "Never")))
+    return out + validate_tolerations(spec.get("tolerations"), f"{path}.tolerations")
+
+
+TAINT_EFFECTS = ("NoSchedule", "PreferNoSchedule", "NoExecute")
+BAD_LABEL_VALUE = ("a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or "
+                   "'.', and must start and end with an alphanumeric character")
+
+
+def _label_value_ok(v: Any) -> bool:
+    return isinstance(v, str) and len(v) <= 63 and bool(LABEL_VALUE.match(v))
+
+
+def validate_tolerations(tolerations: Any, path: str) -> Causes:
+    """ValidateTolerations: an empty key needs Exists; Exists has no value; effects as taints'."""
+    out: Causes = []
+    for i, t in enumerate(tolerations or []):
+        tp = f"{path}[{i}]"
+        if not isinstance(t, dict):
+            out.append(invalid(tp, t, "must be an object"))
+            continue
+        key, op, value, effect = t.get("key") or "", t.get("operator") or "", t.get("value") or "", t.get("effect")
+        if key:
+            out += qualified_name(f"{tp}.key", key)
+        elif op != "Exists":
+            out.append(invalid(f"{tp}.operator", op, 'operator must be Exists when `key` is empty, which means '
+                               '"match all values and all keys"'))
+        if t.get("tolerationSeconds") is not None and effect != "NoExecute":
+            out.append(invalid(f"{tp}.effect", effect, "effect must be 'NoExecute' when `tolerationSeconds` is set"))
+        if op in ("", "Equal"):
+            if not _label_value_ok(value):
+                out.append(invalid(f"{tp}.operator", value, BAD_LABEL_VALUE))
+        elif op == "Exists":
+            if value:
+                out.append(invalid(f"{tp}.operator", t, "value must be empty when `operator` is 'Exists'"))
+        else:
+            out.append(unsupported(f"{tp}.operator", op, ("Equal", "Exists")))
+        if effect and effect not in TAINT_EFFECTS:
+            out.append(unsupported(f"{tp}.effect", effect, TAINT_EFFECTS))
+    return out
+
+
+def validate_taints(taints: Any, path: str = "spec.taints") -> Causes:
+    """validateNodeTaints: key a label name, value a label value, an effect, unique by key and effect."""
+    out: Causes = []
+    seen = set()
+    for i, t in enumerate(taints or []):
+        tp = f"{path}[{i}]"
+        if not isinstance(t, dict):
+            out.append(invalid(tp, t, "must be an object"))
+            continue
+        out += qualified_name(f"{tp}.key", t.get("key") or "")
+        if not _label_value_ok(t.get("value") or ""):
+            out.append(invalid(f"{tp}.value", t.get("value"), BAD_LABEL_VALUE))
+        if not t.get("effect"):
+            out.append(required(f"{tp}.effect"))
+        elif t["effect"] not in TAINT_EFFECTS:
+            out.append(unsupported(f"{tp}.effect", t["effect"], TAINT_EFFECTS))
+        if (t.get("key"), t.get("effect")) in seen:
+            out.append((tp, "FieldValueDuplicate", "Duplicate value: taints must be unique by key and effect pair"))
+        seen.add((t.get("key"), t.get("effect")))
     return out
 
 
@@ -337,8 +397,8 @@ def admit_namespace(obj: dict, old: dict | None) -> Causes:
 
 
 def admit_node(obj: dict, old: dict | None) -> Causes:
-    obj.setdefault("spec", {})
-    return []
+    spec = obj.setdefault("spec", {})
+    return validate_taints(spec.get("taints")) if isinstance(spec, dict) else []
 
 
 def _policy_admitter(kind: str) -> Callable[[dict, dict | None], Causes]:

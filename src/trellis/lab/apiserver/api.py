@@ -17,7 +17,7 @@ from contextvars import ContextVar
 from typing import Any
 
 from trellis.kube import selectors
-from trellis.lab.apiserver import admission, batch, errors, eventsapi, patch as patching, schema  # noqa: F401 - batch registers
+from trellis.lab.apiserver import admission, batch, daemonsetsapi, errors, eventsapi, patch as patching, schema  # noqa: F401 - batch, daemonsetsapi register
 from trellis.lab.apiserver.resources import Registry, Resource, resource_from_crd
 from trellis.lab.apiserver.services import Allocators
 from trellis.lab.apiserver.store import Store

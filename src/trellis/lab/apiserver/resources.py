@@ -66,6 +66,8 @@ BUILTIN: list[Resource] = [
              categories=("all",)),
     Resource("apps", "v1", "ReplicaSet", "replicasets", True, ("rs",), ("status", "scale"),
              categories=("all",)),
+    Resource("apps", "v1", "DaemonSet", "daemonsets", True, ("ds",), ("status",), categories=("all",)),
+    Resource("apps", "v1", "ControllerRevision", "controllerrevisions", True),
     # Legacy manifests only: no short names, so "deploy" means apps/v1 without a warning.
     Resource("extensions", "v1beta1", "Deployment", "deployments", True, (),
              ("status", "scale"), storage_group="apps"),
