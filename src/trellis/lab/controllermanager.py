@@ -9,6 +9,7 @@ import threading
 
 from trellis.kube.client import KubeClient
 from trellis.kube.informer import Informer
+from trellis.lab.daemonsets import DaemonSetController
 from trellis.lab.endpointslices import EndpointSliceController
 from trellis.lab.jobs import CronJobController, JobController
 from trellis.lab.nodelifecycle import NodeLifecycleController
@@ -21,6 +22,8 @@ def run(client: KubeClient, stop: threading.Event, node_grace: float = 40.0) -> 
     nodes = Informer(client, "v1", "nodes")
     rsets = Informer(client, "apps/v1", "replicasets")
     deploys = Informer(client, "apps/v1", "deployments")
+    dsets = Informer(client, "apps/v1", "daemonsets")
+    revisions = Informer(client, "apps/v1", "controllerrevisions")
     services = Informer(client, "v1", "services")
     slices = Informer(client, "discovery.k8s.io/v1", "endpointslices")
     jobs = Informer(client, "batch/v1", "jobs")
@@ -29,11 +32,13 @@ def run(client: KubeClient, stop: threading.Event, node_grace: float = 40.0) -> 
     accounts = Informer(client, "v1", "serviceaccounts")
     controllers = [Scheduler(client, pods, nodes), ReplicaSetController(client, pods, rsets),
                    DeploymentController(client, deploys, rsets),
+                   DaemonSetController(client, dsets, pods, nodes, revisions),
                    EndpointSliceController(client, services, pods, slices),
                    NodeLifecycleController(client, nodes, grace=node_grace),
                    JobController(client, jobs, pods), CronJobController(client, cronjobs, jobs),
                    ServiceAccountsController(client, namespaces, accounts)]
-    informers = (pods, nodes, rsets, deploys, services, slices, jobs, cronjobs, namespaces, accounts)
+    informers = (pods, nodes, rsets, deploys, dsets, revisions, services, slices, jobs, cronjobs, namespaces,
+                 accounts)
     for inf in informers:
         inf.start()
     for inf in informers:
