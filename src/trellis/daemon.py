@@ -5,14 +5,15 @@ import logging
 import signal
 import threading
 
-from trellis.kube.client import KubeClient, in_cluster_config
+from trellis.kube.client import KubeClient, client_for
 
 
 def start(component: str, server: str | None) -> tuple[KubeClient, threading.Event]:
-    """-> (a client of ``server``, or in-cluster config without one; an event SIGTERM/SIGINT set)."""
+    """-> (a client of ``server``; without one, of the kubeconfig $KUBECONFIG names, else in-cluster
+    config, as client-go tools choose; an event SIGTERM/SIGINT set)."""
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s {component} %(levelname)s %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
-    client = KubeClient(server) if server else KubeClient(in_cluster_config())
+    client = client_for(server)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())

@@ -155,9 +155,12 @@ def test_node_selector_node_name_and_host_network(lab, kc):
     hn = running_pods(kc, "default", "test=hostnet", 1)[0]
     assert hn["status"]["podIP"] == hn["status"]["hostIP"]
     # hostNetwork: the server listens in the node's namespace, on the node's address
-    p = subprocess.run(["ip", "netns", "exec", f"{lab.name}-client", PY, "-m", "trellis.lab.images.agnhost",
-                        "connect", f"{hn['status']['hostIP']}:8081"], capture_output=True, text=True, timeout=10)
-    assert p.stdout.strip() == "hostnet", p.stdout + p.stderr
+    # (Running is the process started, not yet listening: wait for the answer)
+    def answer() -> bool:
+        return subprocess.run(["ip", "netns", "exec", f"{lab.name}-client", PY, "-m", "trellis.lab.images.agnhost",
+                               "connect", f"{hn['status']['hostIP']}:8081"], capture_output=True, text=True,
+                              timeout=10).stdout.strip() == "hostnet"
+    wait_for(answer, 10, "the hostNetwork pod to answer on the node's address")
     nowhere = wait_for(lambda: (lambda p: p if p["status"].get("conditions") else None)(
         kc.get("v1", "pods", "nowhere", "default")), 10, "an Unschedulable condition")
     assert nowhere["status"]["conditions"][0]["reason"] == "Unschedulable" and not nowhere["spec"].get("nodeName")

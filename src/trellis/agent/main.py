@@ -33,7 +33,7 @@ from trellis.names import JUDGED_MARK, TUNNEL_RULE_PRIORITY, TUNNEL_TABLE
 from trellis.kernel import netlink, nft
 from trellis.proxy import nftables as proxy_nft
 from trellis.kernel.netns import KernelError
-from trellis.kube.client import KubeClient
+from trellis.kube.client import KubeClient, client_for
 from trellis.kube.events import EventRecorder
 from trellis.kube.informer import Informer, WorkQueue
 
@@ -227,8 +227,7 @@ def main(argv: list[str] | None = None) -> int:
     for flag in ("state_dir", "socket"):
         if not getattr(args, flag):
             p.error(f"the following arguments are required: --{flag.replace('_', '-')}")
-    from trellis.kube.client import in_cluster_config
-    client = KubeClient(args.server) if args.server else KubeClient(in_cluster_config())
+    client = client_for(args.server)
     agent = Agent(client, args.node, args.state_dir, args.socket, args.mode, args.cluster_cidr, args.underlay_dev,
                   service_cidr=args.service_cidr)
     if args.metrics_port:

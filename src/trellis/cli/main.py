@@ -225,9 +225,13 @@ def cmd_exec(args) -> int:
     if not args.command:
         print("error: give a command after --", file=sys.stderr)
         return 2
-    # NOTE: -n also for hostNetwork pods: their sandbox lives in the node's namespace, and the
-    # command must run there too, never in the namespace `trellis exec` was started from.
-    argv = ["nsenter", "-t", str(pid), "-n", "-u", "-m", f"--wd={meta['cwd']}", "--", *args.command]
+    if not (meta.get("enter") or {}).get("pid") or not os.path.exists(f"/proc/{pid}/ns/net"):
+        print(f"error: pod {args.pod} has no running container {container!r} (is it Running?)", file=sys.stderr)
+        return 1
+    # the container's namespaces (also for hostNetwork pods: never the one `trellis exec` runs in)
+    # and its privileges
+    from trellis.lab.kubelet.runtime import enter_argv
+    argv = enter_argv(meta["enter"], args.command, meta["cwd"])
     import subprocess
     return subprocess.call(argv, env=meta["env"])
 

@@ -27,7 +27,7 @@ import time
 from dnslib import AAAA, CNAME, PTR, QTYPE, RCODE, RR, SOA, SRV, TXT, A, DNSRecord
 
 from trellis.dns.records import TTL, Index, build
-from trellis.kube.client import KubeClient
+from trellis.kube.client import KubeClient, client_for
 from trellis.kube.informer import Informer
 
 log = logging.getLogger("trellis.dns")
@@ -219,8 +219,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s dns %(levelname)s %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
-    from trellis.kube.client import in_cluster_config
-    client = KubeClient(args.server) if args.server else KubeClient(in_cluster_config())
+    client = client_for(args.server)
     resolver = Resolver(args.zone, args.cluster_range or ["10.96.0.0/16", "10.244.0.0/16"], args.upstream)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

@@ -107,6 +107,16 @@ def in_cluster_config() -> ClusterConfig:
         cafile=os.path.join(SA_DIR, "ca.crt")))
 
 
+def client_for(server: str | None = None) -> "KubeClient":
+    """A client as client-go tools choose one: ``server`` (a URL, no credentials) when given, else
+    the kubeconfig $KUBECONFIG names, else the in-cluster config (a pod's ServiceAccount)."""
+    if server:
+        return KubeClient(server)
+    if os.environ.get("KUBECONFIG"):
+        return KubeClient.from_kubeconfig(os.environ["KUBECONFIG"])
+    return KubeClient(in_cluster_config())
+
+
 class KubeClient:
     def __init__(self, config: ClusterConfig | str, timeout: float = 15.0) -> None:
         if isinstance(config, str):

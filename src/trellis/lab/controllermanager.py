@@ -1,4 +1,5 @@
-"""The lab's controller manager: scheduler, workload, EndpointSlice, node lifecycle and ServiceAccounts controllers."""
+"""The lab's controller manager: scheduler, workload, EndpointSlice, node lifecycle, ServiceAccounts
+and root CA controllers."""
 from __future__ import annotations
 
 import argparse
@@ -13,11 +14,12 @@ from trellis.lab.daemonsets import DaemonSetController
 from trellis.lab.endpointslices import EndpointSliceController
 from trellis.lab.jobs import CronJobController, JobController
 from trellis.lab.nodelifecycle import NodeLifecycleController
+from trellis.lab.rootca import NAME as ROOT_CA_CONFIGMAP, RootCAPublisher
 from trellis.lab.serviceaccounts import ServiceAccountsController
 from trellis.lab.workloads import DeploymentController, ReplicaSetController, Scheduler
 
 
-def run(client: KubeClient, stop: threading.Event, node_grace: float = 40.0) -> None:
+def run(client: KubeClient, stop: threading.Event, node_grace: float = 40.0, root_ca: str | None = None) -> None:
     pods = Informer(client, "v1", "pods")
     nodes = Informer(client, "v1", "nodes")
     rsets = Informer(client, "apps/v1", "replicasets")
@@ -39,6 +41,10 @@ def run(client: KubeClient, stop: threading.Event, node_grace: float = 40.0) -> 
                    ServiceAccountsController(client, namespaces, accounts)]
     informers = (pods, nodes, rsets, deploys, dsets, revisions, services, slices, jobs, cronjobs, namespaces,
                  accounts)
+    if root_ca:
+        cms = Informer(client, "v1", "configmaps", field_selector=f"metadata.name={ROOT_CA_CONFIGMAP}")
+        controllers.append(RootCAPublisher(client, namespaces, cms, root_ca))
+        informers += (cms,)
     for inf in informers:
         inf.start()
     for inf in informers:
@@ -53,7 +59,10 @@ def run(client: KubeClient, stop: threading.Event, node_grace: float = 40.0) -> 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="trellis-controller-manager",
                                 description="The lab's scheduler and workload controllers.")
-    p.add_argument("--server", required=True)
+    who = p.add_mutually_exclusive_group(required=True)
+    who.add_argument("--server", help="API server URL (no credentials)")
+    who.add_argument("--kubeconfig", help="kubeconfig with the server and this component's credentials")
+    p.add_argument("--root-ca-file", help="the cluster CA, published in every namespace as ConfigMap kube-root-ca.crt")
     p.add_argument("--node-monitor-grace-period", type=float, default=40.0,
                    help="seconds without a kubelet heartbeat (its Lease) before a node's Ready is Unknown")
     args = p.parse_args(argv)
@@ -62,7 +71,12 @@ def main(argv: list[str] | None = None) -> int:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    run(KubeClient(args.server), stop, args.node_monitor_grace_period)
+    client = KubeClient.from_kubeconfig(args.kubeconfig) if args.kubeconfig else KubeClient(args.server)
+    root_ca = None
+    if args.root_ca_file:
+        with open(args.root_ca_file) as f:
+            root_ca = f.read()
+    run(client, stop, args.node_monitor_grace_period, root_ca)
     return 0
 
 

@@ -11,6 +11,7 @@ import re
 from typing import Any, Callable
 
 from trellis.kube import selectors
+from trellis.lab.apiserver import saadmission
 
 Causes = list[tuple[str, str, str]]
 
@@ -255,6 +256,7 @@ def admit_pod(obj: dict, old: dict | None) -> Causes:
     # (serviceAccount is the deprecated spelling, kept equal); an update that leaves it out keeps it
     if old is None:
         spec["serviceAccountName"] = spec.get("serviceAccountName") or spec.get("serviceAccount") or "default"
+        saadmission.mount_token(spec)
     else:
         for key in ("serviceAccountName", "serviceAccount"):
             if not spec.get(key) and (old.get("spec") or {}).get(key):

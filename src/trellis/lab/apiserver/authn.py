@@ -8,9 +8,9 @@
   a token of a deleted ServiceAccount stops working at once.
 - Nothing, or credentials that do not check out: no user (the caller answers 401).
 
-The plain listener inside the lab's own network namespaces (components reached through the
-``kubernetes`` Service) is the old insecure port: its requests are ``system:lab-internal`` in
-``system:masters``; strangers on the machine cannot reach it (docs/security.md).
+Every listener is secure (the host's 127.0.0.1 port and the in-lab 172.31.0.2:6443 alike); an
+API server started without TLS (unit tests) treats its callers as ``system:lab-internal`` in
+``system:masters`` (docs/security.md).
 """
 from __future__ import annotations
 

@@ -3,8 +3,8 @@
 The lab API server runs on the same machine as every kubelet, so instead of
 proxying to a kubelet's streaming server it reads what the kubelet recorded for
 the pod (``sandbox.json``: the pid holding the pod's namespaces; ``<c>.env.json``:
-the container's environment and working directory) and enters those namespaces
-itself, as `trellis exec` does. The API stays the one kubectl talks to; only
+the container's environment, working directory and how to enter it) and enters the
+container itself (its namespaces and privileges), as `trellis exec` does. The API stays the one kubectl talks to; only
 the last hop is shorter than on a real cluster.
 """
 from __future__ import annotations
@@ -14,22 +14,24 @@ import os
 from dataclasses import dataclass
 
 from trellis.lab.apiserver import errors
+from trellis.lab.kubelet.runtime import enter_argv
 
 
 @dataclass(frozen=True)
 class PodTarget:
-    pid: int  # the sandbox process: its network, UTS and mount namespaces are the pod's
+    pid: int  # the sandbox process: its network namespace is the pod's
     env: dict[str, str]
     cwd: str
+    entry: dict  # the container's first process and privileges (runtime.enter_argv)
 
     @property
     def netns_path(self) -> str:
         return f"/proc/{self.pid}/ns/net"
 
     def enter_argv(self, argv: list[str]) -> list[str]:
-        # NOTE: -n also for hostNetwork pods: their sandbox lives in the node's namespace, and the
+        # NOTE: -n also for hostNetwork pods: their container lives in the node's namespace, and the
         # command must run there, never in the API server's (the host's) namespace.
-        return ["nsenter", "-t", str(self.pid), "-n", "-u", "-m", f"--wd={self.cwd}", "--", *argv]
+        return enter_argv(self.entry, argv, self.cwd)
 
 
 def container_name(pod: dict, requested: str | None) -> str:
@@ -57,6 +59,8 @@ def locate(pod: dict, container: str, state_dir: str) -> PodTarget:
     except (OSError, ValueError, KeyError, TypeError):
         raise errors.bad_request(f'container "{container}" in pod "{md["name"]}" is not running '
                                  "(no sandbox on its node yet)") from None
-    if not os.path.exists(f"/proc/{pid}/ns/net"):
-        raise errors.bad_request(f'pod "{md["name"]}": its sandbox (pid {pid}) is gone')
-    return PodTarget(pid, dict(meta.get("env") or {}), meta.get("cwd") or "/")
+    entry = meta.get("enter") or {}
+    if not os.path.exists(f"/proc/{pid}/ns/net") or not entry.get("pid") or not os.path.exists(
+            f"/proc/{entry['pid']}/ns/mnt"):
+        raise errors.bad_request(f'container "{container}" in pod "{md["name"]}" is not running')
+    return PodTarget(pid, dict(meta.get("env") or {}), meta.get("cwd") or "/", entry)

@@ -538,7 +538,7 @@ async def serve(args) -> None:
     socks = [(listen_socket(a), tls) for a in args.listen]
     for spec in args.netns_listen:
         ns, _, addr = spec.partition("=")
-        socks.append((listen_socket(addr, ns), None))
+        socks.append((listen_socket(addr, ns), tls))  # the same secure port, for the lab's nodes and pods
     for s, ctx in socks:
         await web.SockSite(runner, s, shutdown_timeout=0.5, ssl_context=ctx).start()
     sweeper = asyncio.get_running_loop().create_task(expire_events(api, args.event_ttl))

@@ -44,7 +44,8 @@ def adopt(self: PodWorker) -> bool:
             with open(os.path.join(self.dir, f"{spec['name']}.env.json")) as f:
                 saved = json.load(f)
             c = AdoptedContainer(self.sandbox, spec["name"], saved["env"], saved["cwd"],
-                                 os.path.join(self.dir, f"{spec['name']}.log"), int(rec["pid"]), rec.get("starttime"))
+                                 os.path.join(self.dir, f"{spec['name']}.log"), int(rec["pid"]), rec.get("starttime"),
+                                 saved.get("enter"))
         except (OSError, ValueError, KeyError, TypeError):
             c = None
         if c is not None and c.alive():

@@ -42,6 +42,7 @@ class Kubelet:
         self.state_dir = state_dir
         self.node_dir = os.path.join(state_dir, "nodes", node)
         self.pods_dir = os.path.join(self.node_dir, "pods")
+        self.node_root = os.path.join(self.node_dir, "root")  # the node's view of the host (volumes.node_path)
         os.makedirs(self.pods_dir, exist_ok=True)
         self.cni = CNIRuntime(cni_conf_dir, cni_bin_dirs, os.path.join(self.node_dir, "cni-cache"))
         self.max_grace = max_grace
@@ -238,7 +239,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--lab", required=True)
     p.add_argument("--node", required=True)
     p.add_argument("--node-ip", required=True)
-    p.add_argument("--server", required=True, help="API server URL as seen from the node")
+    who = p.add_mutually_exclusive_group(required=True)
+    who.add_argument("--server", help="API server URL as seen from the node (no credentials)")
+    who.add_argument("--kubeconfig", help="kubeconfig with the server and the kubelet's credentials")
     p.add_argument("--state-dir", required=True)
     p.add_argument("--cni-conf-dir", required=True)
     p.add_argument("--cni-bin-dir", default="/usr/lib/cni", help="colon-separated plugin directories")
@@ -246,7 +249,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s kubelet/{args.node} %(levelname)s %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
-    k = Kubelet(KubeClient(args.server), args.lab, args.node, args.node_ip, args.state_dir, args.cni_conf_dir,
+    client = KubeClient.from_kubeconfig(args.kubeconfig) if args.kubeconfig else KubeClient(args.server)
+    k = Kubelet(client, args.lab, args.node, args.node_ip, args.state_dir, args.cni_conf_dir,
                 args.cni_bin_dir.split(":"), args.max_grace)
     signal.signal(signal.SIGTERM, lambda *_: k.shutdown())
     signal.signal(signal.SIGINT, lambda *_: k.shutdown())

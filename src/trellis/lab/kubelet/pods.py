@@ -16,10 +16,11 @@ from trellis.kernel import netns as kns
 from trellis.kube.client import ApiError
 from trellis.kube.events import NORMAL, WARNING
 from trellis.lab.images import catalog
-from trellis.lab.kubelet import podspec
+from trellis.lab.kubelet import podspec, security
 from trellis.lab.kubelet.cni import Attachment, CNIError, pod_ip
 from trellis.lab.kubelet.probes import ProbeState, run_probe
 from trellis.lab.kubelet.runtime import DEFAULT_PATH, Container, Sandbox
+from trellis.lab.kubelet.volumes import PodVolumes, VolumeError
 
 if TYPE_CHECKING:
     from trellis.lab.kubelet.kubelet import Kubelet
@@ -73,6 +74,7 @@ class PodWorker(threading.Thread):
         self.message = ""
         self.attached = False
         self.adopted = False
+        self.volumes = PodVolumes(pod, self.dir, kubelet.node_root, kubelet.getter(self.ns), self._token)
 
     # -- called from the informer --
     def update(self, pod: dict) -> None:
@@ -104,6 +106,15 @@ class PodWorker(threading.Thread):
     def _setup_with_retry(self) -> None:
         delay = 0.5
         while not self.terminating.is_set():
+            try:
+                self.volumes.setup()  # before the sandbox, as the kubelet mounts volumes first
+            except (VolumeError, ApiError, OSError) as e:
+                self.message = str(e)
+                self._event(WARNING, "FailedMount", str(e))
+                self._report(waiting_reason="ContainerCreating")
+                self.terminating.wait(delay)
+                delay = min(delay * 2, 10)
+                continue
             try:
                 self._setup()
                 return
@@ -161,6 +172,20 @@ class PodWorker(threading.Thread):
                                                "K8S_POD_NAME": self.name, "K8S_POD_INFRA_CONTAINER_ID": self.uid,
                                                "K8S_POD_UID": self.uid})
 
+    def _token(self, source: dict) -> tuple[str, float]:
+        """A token for the pod's ServiceAccount, bound to the pod (a projected serviceAccountToken)."""
+        sa = self.pod["spec"].get("serviceAccountName") or "default"
+        spec = {"expirationSeconds": int(source.get("expirationSeconds") or 3607),
+                "boundObjectRef": {"kind": "Pod", "apiVersion": "v1", "name": self.name, "uid": self.uid}}
+        if source.get("audience"):
+            spec["audiences"] = [source["audience"]]
+        from trellis.kube.client import resource_path
+        out = self.k.client.request("POST", resource_path("v1", "serviceaccounts", self.ns, sa, "token"),
+                                    {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": spec})
+        exp = dt.datetime.strptime(out["status"]["expirationTimestamp"], "%Y-%m-%dT%H:%M:%SZ").replace(
+            tzinfo=dt.timezone.utc).timestamp()
+        return out["status"]["token"], exp
+
     def _container(self, spec: dict) -> Container:
         img = catalog.resolve(spec.get("image", ""), self.k.state_dir)
         argv = catalog.argv(img, spec.get("command"), spec.get("args"))
@@ -169,8 +194,19 @@ class PodWorker(threading.Thread):
                                          self.k.svcs.get("default", "kubernetes")))
         argv = [podspec.expand(a, env) for a in argv]
         cwd = spec.get("workingDir") or os.path.join(self.dir, "containers", spec["name"])
+        priv = security.privileges(self.pod, spec)
+        mounts = [{"source": os.path.join(self.dir, f), "target": f"/etc/{f}"} for f in ("hosts", "resolv.conf")]
+        images = os.path.join(self.k.state_dir, "images")  # the images' "filesystems" (catalog)
+        os.makedirs(images, exist_ok=True)
+        mounts.append({"source": images, "target": images, "readOnly": True})
+        mounts += self.volumes.mounts(spec)
+        init = {"mounts": mounts, "privileged": priv.privileged, "setpriv": priv.setpriv_argv(),
+                "hide": [os.path.dirname(self.k.state_dir)]}  # every lab's state: other pods' volumes
+        if priv.uid is not None:
+            os.makedirs(cwd, exist_ok=True)
+            os.chown(cwd, priv.uid, priv.gid if priv.gid is not None else -1)
         return Container(self.sandbox, spec["name"], argv, env, cwd,
-                         os.path.join(self.dir, f"{spec['name']}.log"))
+                         os.path.join(self.dir, f"{spec['name']}.log"), init)
 
     def _run_init(self, spec: dict) -> bool:
         while not self.terminating.is_set():
@@ -200,7 +236,12 @@ class PodWorker(threading.Thread):
             self._event(NORMAL, "Pulled", f'Container image "{r.spec.get("image", "")}" already present on machine',
                         name)
             r.container.start()
-        except OSError as e:
+        except security.SecurityError as e:
+            r.state = {"waiting": {"reason": "CreateContainerConfigError", "message": str(e)}}
+            r.backoff_until = time.monotonic() + max(r.backoff, BACKOFF_BASE) * 10
+            self._event(WARNING, "Failed", f"Error: {e}", name)
+            return
+        except (OSError, VolumeError) as e:
             r.state = {"waiting": {"reason": "RunContainerError", "message": str(e)}}
             r.backoff_until = time.monotonic() + max(r.backoff, BACKOFF_BASE)
             self._event(WARNING, "Failed", f"Error: {e}", name)
@@ -208,7 +249,8 @@ class PodWorker(threading.Thread):
         self._event(NORMAL, "Created", f"Created container: {name}", name)
         self._event(NORMAL, "Started", f"Started container: {name}", name)
         with open(os.path.join(self.dir, f"{r.spec['name']}.env.json"), "w") as f:
-            json.dump({"env": r.container.env, "cwd": r.container.cwd}, f)  # for `trellis exec`
+            json.dump({"env": r.container.env, "cwd": r.container.cwd, "enter": r.container.entry()},
+                      f)  # for exec (``runtime.enter_argv``)
         with open(os.path.join(self.dir, f"{r.spec['name']}.pid.json"), "w") as f:
             json.dump(r.container.record(), f)  # for a restarted kubelet to adopt it
         r.started_at, r.started_mono = now(), time.monotonic()
@@ -218,6 +260,10 @@ class PodWorker(threading.Thread):
             setattr(r, kind, ProbeState.create(spec, initially=kind == "liveness") if spec else None)
 
     def _tick(self) -> None:
+        try:
+            self.volumes.keep_fresh()
+        except (VolumeError, ApiError, OSError) as e:
+            log.info("pod %s/%s: volume refresh: %s", self.ns, self.name, e)
         policy = self.pod["spec"].get("restartPolicy", "Always")
         now_m = time.monotonic()
         for r in self.runs:
@@ -254,7 +300,7 @@ class PodWorker(threading.Thread):
                 self._start(r)
 
     def _probe(self, r: Run) -> None:
-        exec_fn = lambda argv, t: self.sandbox.exec(argv, t, r.container.env if r.container else None)  # noqa: E731
+        exec_fn = lambda argv, t: self.sandbox.run(r.container.enter(argv), t, r.container.env)  # noqa: E731
         if r.startup is not None and not r.startup.ok:
             if r.startup.due():
                 r.startup.record(*run_probe(r.startup.spec, r.spec, self.ip or "", exec_fn))

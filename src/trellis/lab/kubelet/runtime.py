@@ -4,8 +4,12 @@ A pod sandbox is what the pause container is in Kubernetes: a process that
 holds the pod's namespaces. Here it runs inside the pod's network namespace,
 in its own UTS namespace (hostname = pod name) and mount namespace (the pod's
 /etc/hosts and /etc/resolv.conf bind-mounted over the machine's), and sleeps.
-Containers are started with ``nsenter`` into the sandbox's namespaces, so
-they share network, hostname and those files, exactly as a pod's containers do.
+Containers are started with ``nsenter`` into the sandbox's network and UTS namespaces,
+so they share network and hostname, exactly as a pod's containers do; each then gets
+its own mount and PID namespaces and its own root from ``containerinit`` (volumes, the
+pod's /etc/hosts and resolv.conf, the machine read-only) and the privileges its
+securityContext gives (``security``). ``enter_argv`` is how exec, probes and
+``trellis exec`` get into a running container: its namespaces and the same privileges.
 """
 from __future__ import annotations
 
@@ -13,9 +17,11 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 
 from trellis.kernel.netns import NETNS_DIR
+from trellis.lab.kubelet import containerinit
 
 PAUSE_SCRIPT = ('hostname "$1" && mount --bind "$2" /etc/hosts && mount --bind "$3" /etc/resolv.conf '
                 '&& exec sleep infinity')
@@ -124,13 +130,9 @@ class Sandbox:
         self.pid, self.proc = pid, None
         return True
 
-    def enter_argv(self, argv: list[str], cwd: str | None = None) -> list[str]:
-        ns = ["-n"] if self.netns else []
-        wd = [f"--wd={cwd}"] if cwd else []
-        return ["nsenter", "-t", str(self.pid), *ns, "-u", "-m", *wd, "--", *argv]
-
-    def exec(self, argv: list[str], timeout: float, env: dict | None = None) -> int:
-        p = subprocess.run(self.enter_argv(argv), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+    def run(self, argv: list[str], timeout: float, env: dict | None = None) -> int:
+        """Run ``argv`` (already entering where it must run) quietly; -> its exit code."""
+        p = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                            stderr=subprocess.DEVNULL, timeout=timeout,
                            env=env or {"PATH": DEFAULT_PATH})
         return p.returncode
@@ -145,31 +147,75 @@ class Sandbox:
                 pass
 
 
+def enter_argv(entry: dict, argv: list[str], cwd: str | None = None) -> list[str]:
+    """A command run inside a running container: its namespaces (``entry["pid"]``, the container's
+    first process) and its privileges (``entry["setpriv"]``)."""
+    wd = [f"--wd={cwd}"] if cwd else []
+    return ["nsenter", "-t", str(entry["pid"]), "-n", "-u", "-m", "-p", *wd, "--",
+            *(entry.get("setpriv") or []), *argv]
+
+
+def first_child(pid: int, timeout: float = 5.0) -> int | None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with open(f"/proc/{pid}/task/{pid}/children") as f:
+                kids = f.read().split()
+            if kids:
+                return int(kids[0])
+        except OSError:
+            return None
+        time.sleep(0.005)
+    return None
+
+
 class Container:
+    """``init``: what containerinit needs besides argv, env and cwd: ``mounts``, ``hide``,
+    ``privileged``, ``setpriv`` (``security.Privileges.setpriv_argv``) and ``scratch``."""
+
     def __init__(self, sandbox: Sandbox, name: str, argv: list[str], env: dict[str, str], cwd: str,
-                 log_path: str) -> None:
+                 log_path: str, init: dict | None = None) -> None:
         self.sandbox, self.name, self.argv, self.env, self.cwd, self.log_path = sandbox, name, argv, env, cwd, log_path
+        self.init = init or {}
         self.proc: subprocess.Popen | None = None
+        self.inner: int | None = None  # the container's first process (PID 1 of its PID namespace)
 
     def start(self) -> None:
         os.makedirs(self.cwd, exist_ok=True)
+        spec_path = self.log_path[:-len(".log")] + ".init.json"
+        spec = dict(self.init, argv=self.argv, env=self.env, workdir=self.cwd,
+                    mounts=list(self.init.get("mounts") or []) + [{"source": self.cwd, "target": self.cwd}])
+        spec.setdefault("scratch", self.log_path[:-len(".log")] + ".rootfs")
+        with open(spec_path, "w") as f:
+            json.dump(spec, f)
+        ns = ["-n"] if self.sandbox.netns else []
+        argv = ["nsenter", "-t", str(self.sandbox.pid), *ns, "-u", "--",
+                "unshare", "--mount", "--pid", "--fork", "--kill-child", "--propagation", "slave", "--",
+                sys.executable, "-I", containerinit.__file__, spec_path]
         logf = open(self.log_path, "ab")
         try:
-            self.proc = subprocess.Popen(self.sandbox.enter_argv(self.argv, self.cwd), env=self.env, stdout=logf,
-                                         stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                         start_new_session=True)
+            self.proc = subprocess.Popen(argv, env={"PATH": DEFAULT_PATH}, stdout=logf, stderr=subprocess.STDOUT,
+                                         stdin=subprocess.DEVNULL, start_new_session=True)
         except OSError as e:
             logf.write(f"failed to start {self.argv}: {e}\n".encode())
             raise
         finally:
             logf.close()
+        self.inner = first_child(self.proc.pid)
 
     @property
     def pid(self) -> int | None:
         return self.proc.pid if self.proc else None
 
+    def entry(self) -> dict:
+        """How to enter this container (``enter_argv``)."""
+        return {"pid": self.inner, "setpriv": self.init.get("setpriv") or []}
+
+    def enter(self, argv: list[str]) -> list[str]:
+        return enter_argv(self.entry(), argv, self.cwd)
+
     def record(self) -> dict:
-        return {"pid": self.pid, "starttime": proc_starttime(self.pid) if self.pid else None}
+        return {"pid": self.pid, "starttime": proc_starttime(self.pid) if self.pid else None, "inner": self.inner}
 
     def poll(self) -> int | None:
         return self.proc.poll() if self.proc else None
@@ -190,9 +236,10 @@ class AdoptedContainer(Container):
     status cannot be read: it is reported as 255 (Unknown) when it is gone."""
 
     def __init__(self, sandbox: Sandbox, name: str, env: dict[str, str], cwd: str, log_path: str,
-                 pid: int, starttime: int | None) -> None:
-        super().__init__(sandbox, name, [], env, cwd, log_path)
+                 pid: int, starttime: int | None, entry: dict | None = None) -> None:
+        super().__init__(sandbox, name, [], env, cwd, log_path, {"setpriv": (entry or {}).get("setpriv")})
         self._pid, self._starttime = pid, starttime
+        self.inner = (entry or {}).get("pid")
 
     @property
     def pid(self) -> int | None:
