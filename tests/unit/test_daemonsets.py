@@ -540,7 +540,9 @@ def test_failed_pods_are_replaced_and_on_delete_waits_for_a_deletion(apiserver, 
         victim = daemon_pods(client, "keeper")[0]
         client.patch("v1", "pods", victim["metadata"]["name"], {"status": {"phase": "Failed", "conditions": [
             {"type": "Ready", "status": "False", "lastTransitionTime": stamp()}]}}, NS, sub="status")
-        fresh = wait_for("a new pod on n1", lambda: settled(client, "keeper", ["n1", "n2"]) and daemon_pods(client, "keeper"))
+        gone = victim["metadata"]["name"]
+        fresh = wait_for("a new pod on n1", lambda: gone not in {p["metadata"]["name"] for p in daemon_pods(
+            client, "keeper")} and settled(client, "keeper", ["n1", "n2"]) and daemon_pods(client, "keeper"))
         assert fresh[0]["spec"]["nodeName"] == "n1" and fresh[0]["metadata"]["name"] != victim["metadata"]["name"]
         reasons = [e["reason"] for e in client.list("v1", "events", NS)[0] if e["involvedObject"]["name"] == "keeper"]
         assert "FailedDaemonPod" in reasons
