@@ -271,7 +271,7 @@ def test_lab_controllers_record_upstream_reasons(apiserver, client):
             for p in client.list("v1", "pods", "default", label_selector="app=web")[0]}
         (fs,) = got["FailedScheduling"]
         assert fs["type"] == "Warning" and fs["involvedObject"]["name"] == "nowhere"
-        assert fs["message"] == "0/1 nodes are available: didn't match Pod's node affinity/selector."
+        assert fs["message"] == "0/1 nodes are available: 1 node(s) didn't match Pod's node affinity/selector."
         assert fs["source"]["component"] == "default-scheduler"
     finally:
         stop.set()

@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import socket
+import struct
 import threading
 from typing import Callable
 
@@ -67,15 +68,24 @@ class CNIServer:
         self.stopped = threading.Event()
         self._thread: threading.Thread | None = None
 
+    @property
+    def abstract(self) -> bool:
+        """``@name``: an abstract socket, in the node's network namespace (``cni.main.socket_address``);
+        it has no file mode, so only root (the runtime) may talk to it: checked per connection."""
+        return self.path.startswith("@")
+
     def start(self) -> None:
-        os.makedirs(os.path.dirname(self.path), exist_ok=True)
-        try:
-            os.unlink(self.path)
-        except FileNotFoundError:
-            pass
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.bind(self.path)
-        os.chmod(self.path, 0o600)
+        if self.abstract:
+            self.sock.bind("\0" + self.path[1:])
+        else:
+            os.makedirs(os.path.dirname(self.path), exist_ok=True)
+            try:
+                os.unlink(self.path)
+            except FileNotFoundError:
+                pass
+            self.sock.bind(self.path)
+            os.chmod(self.path, 0o600)
         self.sock.listen(256)
         self._thread = threading.Thread(target=self._accept, args=(self.sock,), daemon=True, name="cni-accept")
         self._thread.start()
@@ -93,6 +103,11 @@ class CNIServer:
 
     def _serve(self, conn: socket.socket) -> None:
         with conn:
+            if self.abstract:
+                _pid, uid, _gid = struct.unpack("3i", conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))
+                if uid != 0:
+                    log.warning("CNI request from uid %d refused: only root may ask", uid)
+                    return
             conn.settimeout(60)
             version, cmd = "1.0.0", ""
             try:

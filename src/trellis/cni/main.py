@@ -98,12 +98,19 @@ def decode_request(data: bytes) -> tuple[dict[str, str], str]:
     return env, config
 
 
+def socket_address(path: str) -> str:
+    """``@name`` is an abstract socket (Linux): it lives in the network namespace, not in a file
+    system, so the plugin run by the runtime in the node's namespace and the hostNetwork agent
+    meet there whatever each one's mount namespace shows."""
+    return "\0" + path[1:] if path.startswith("@") else path
+
+
 def ask_agent(path: str, request: bytes, timeout: float = 60) -> tuple[int, str]:
     s = socket_mod.socket(socket_mod.AF_UNIX, socket_mod.SOCK_STREAM)
     try:
         s.settimeout(timeout)
         try:
-            s.connect(path)
+            s.connect(socket_address(path))
         except OSError as e:
             raise Failure(11, f"the trellis agent is not reachable at {path}: {e.strerror or e}",
                           "try again later") from None
@@ -153,7 +160,8 @@ def run(env: dict[str, str], stdin, stdout) -> int:
                 raise Failure(7, f"network config: {field!r} must be a string, not {conf[field]!r:.60}")
         sock = conf.get("socket", DEFAULT_SOCKET)
         if not isinstance(sock, str) or not sock or "\0" in sock:
-            raise Failure(7, f"network config: 'socket' must be the path of a unix socket, not {sock!r:.60}")
+            raise Failure(7, f"network config: 'socket' must be the path of a unix socket (or @name, an abstract "
+                          f"one), not {sock!r:.60}")
         parse_args(env.get("CNI_ARGS", ""))
         if cmd in ("ADD", "DEL", "CHECK"):
             for var in ("CNI_CONTAINERID", "CNI_IFNAME") + (("CNI_NETNS",) if cmd != "DEL" else ()):

@@ -84,7 +84,9 @@ class Kubelet:
         status = dict(self.node_status(), capacity=cap, allocatable=cap)
         return {"apiVersion": "v1", "kind": "Node", "metadata": {"name": self.node, "labels": {
             "kubernetes.io/hostname": self.node, "kubernetes.io/os": "linux",
-            "kubernetes.io/arch": "amd64", "trellis.dev/lab": self.lab}}, "spec": {}, "status": status}
+            "kubernetes.io/arch": "amd64", "trellis.dev/lab": self.lab}},
+            # as upstream's kubelet registers: not-ready until the node lifecycle controller has seen it Ready
+            "spec": {"taints": [{"key": "node.kubernetes.io/not-ready", "effect": "NoSchedule"}]}, "status": status}
 
     def node_status(self) -> dict:
         return {
