@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime
 from contextvars import ContextVar
 
+from trellis.kube import selectors
 from trellis.lab.apiserver import errors, rbac
 from trellis.lab.apiserver.authn import INTERNAL, Tokens, user_from_peercert
 from trellis.lab.apiserver.rbac import Attributes, User
@@ -33,7 +34,20 @@ def attributes(method: str, res, ns: str | None, name: str | None, sub: str | No
     namespace = ns or ""
     if res.key == "/namespaces" and name:
         namespace = name
+    if not name and verb in ("list", "watch"):
+        name = selected_name(query.get("fieldSelector"))
     return Attributes(verb, res.group, res.plural, sub or "", name or "", namespace)
+
+
+def selected_name(field_selector: str | None) -> str:
+    """kube's RequestInfo: a list or watch whose field selector pins ``metadata.name`` is about that
+    one object, so a rule with ``resourceNames`` can allow it (an informer of one ConfigMap)."""
+    try:
+        terms = selectors.parse_field_selector(field_selector)
+    except selectors.SelectorError:
+        return ""
+    name = next((v for path, op, v in terms if path == "metadata.name" and op == "="), "")
+    return name if name not in (".", "..") and "/" not in name and "%" not in name else ""
 
 
 class Access:
