@@ -55,15 +55,20 @@ def cmd_lab_up(args) -> int:
 
 
 def set_isolation_mode(client: KubeClient, mode: str) -> None:
-    """The cluster's trellis config: ConfigMap kube-system/trellis-config, key isolationMode."""
-    cm = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "trellis-config", "namespace": "kube-system"},
-          "data": {"isolationMode": mode}}
-    try:
-        client.create("v1", "configmaps", cm, "kube-system")
-    except ApiError as e:
-        if e.code != 409:
-            raise
-        client.patch("v1", "configmaps", "trellis-config", {"data": {"isolationMode": mode}}, "kube-system")
+    """The cluster's trellis config, key isolationMode: ConfigMap trellis-config where the readers look
+    first (trellis-system, else kube-system: names.CONFIG_NAMESPACES); made in kube-system when neither is."""
+    from trellis.names import CONFIG_NAME, CONFIG_NAMESPACES
+    for ns in CONFIG_NAMESPACES:
+        try:
+            client.patch("v1", "configmaps", CONFIG_NAME, {"data": {"isolationMode": mode}}, ns)
+            return
+        except ApiError as e:
+            if e.code != 404:
+                raise
+    ns = CONFIG_NAMESPACES[-1]
+    client.create("v1", "configmaps", {"apiVersion": "v1", "kind": "ConfigMap",
+                                       "metadata": {"name": CONFIG_NAME, "namespace": ns},
+                                       "data": {"isolationMode": mode}}, ns)
 
 
 def cmd_lab_down(args) -> int:
@@ -91,7 +96,7 @@ def cmd_lab_status(args) -> int:
     rows = []
     for comp, pid in comps.items():
         where = "root (127.0.0.1)" if comp == "apiserver" else (
-            cfg.ns("master") if comp in ("controller-manager", "trellis-controller")
+            cfg.ns("master") if comp == "controller-manager"
             else cfg.ns(comp.split("-", 1)[1]))
         rows.append([comp, where, pid or "-", "running" if pid else "NOT RUNNING"])
     output.table(["COMPONENT", "NETNS", "PID", "STATUS"], rows)
@@ -304,8 +309,10 @@ def build_parser() -> argparse.ArgumentParser:
     up = lsub.add_parser("up", help="start a lab cluster and wait until every node is Ready")
     lab_arg(up, "--name")
     up.add_argument("--nodes", type=int, default=3, help="number of nodes (default 3)")
-    up.add_argument("--cni", default="trellis", choices=["trellis", "reference"],
-                    help="pod network: trellis (routed pods, default) or Debian's reference bridge+host-local")
+    up.add_argument("--cni", default="trellis", choices=list(topology.CNIS),
+                    help="pod network: trellis (installed from its manifest, as on a cluster; default), none "
+                         "(as kubeadm leaves a cluster: nodes NotReady until you `kubectl apply -f "
+                         "deploy/trellis.yaml`), or Debian's reference bridge+host-local")
     up.add_argument("--routing", default="vxlan", choices=["vxlan", "direct"],
                     help="between nodes (trellis CNI): vxlan overlay (default) or direct routes on the underlay")
     up.add_argument("--timeout", type=float, default=120, help="seconds to wait for readiness")
@@ -392,6 +399,8 @@ def build_parser() -> argparse.ArgumentParser:
     from trellis.cli import policy as policy_cli
     policy_cli.add_parsers(sub, common, client_for, lambda a: topology.load(lab_name(a)).dir,
                            lambda a: topology.CLIENT_IP if lab_name(a) in topology.list_labs() else None)
+    from trellis.cli import manifests
+    manifests.add_parser(sub)
     v = sub.add_parser("version", help="print the version")
     v.set_defaults(fn=lambda a: print(__import__("trellis").__version__) or 0)
     return p
