@@ -45,3 +45,14 @@ def test_the_audit_records_the_mode_on_the_config_it_read(client):
     audit.sync("all")
     ann = client.get("v1", "configmaps", "trellis-config", "trellis-system")["metadata"]["annotations"]
     assert ann == {model.MODE_IN_FORCE_ANNOTATION: "deployment"}
+
+
+def test_lab_up_isolation_mode_writes_where_the_readers_look(client):
+    from trellis.cli.main import set_isolation_mode
+    set_isolation_mode(client, "namespace")  # neither exists: made in kube-system, as labs keep it
+    assert client.get("v1", "configmaps", "trellis-config", "kube-system")["data"] == {"isolationMode": "namespace"}
+    client.create("v1", "namespaces", {"metadata": {"name": "trellis-system"}})
+    config_map(client, "trellis-system", "cluster")
+    set_isolation_mode(client, "deployment")
+    assert live.config(client)["data"]["isolationMode"] == "deployment"
+    assert client.get("v1", "configmaps", "trellis-config", "kube-system")["data"] == {"isolationMode": "namespace"}
