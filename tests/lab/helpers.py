@@ -57,3 +57,40 @@ def deployment(name: str, replicas: int, image: str = AGNHOST, ports=((80, "TCP"
             "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": name}},
                      "template": {"metadata": {"labels": {"app": name}},
                                   "spec": {"containers": [container], **spec}}}}
+
+
+def agent_pod(client: KubeClient, node: str) -> dict:
+    """The trellis-agent pod (deploy/trellis.yaml's DaemonSet) running on ``node``."""
+    items, _ = client.list("v1", "pods", "trellis-system", label_selector="app.kubernetes.io/name=trellis-agent",
+                           field_selector=f"spec.nodeName={node}")
+    return next(p for p in items if not p["metadata"].get("deletionTimestamp"))
+
+
+def agent_restarts(client: KubeClient, node: str) -> int:
+    st = agent_pod(client, node)["status"].get("containerStatuses") or [{}]
+    return int(st[0].get("restartCount") or 0)
+
+
+def kill_agent(lab, client: KubeClient, node: str) -> int:
+    """kill -9 the agent container's processes on ``node``; -> its restart count before. Its kubelet
+    restarts it (with back-off), as a crashed DaemonSet pod is restarted on a cluster."""
+    import json
+    import os
+    import signal
+    pod = agent_pod(client, node)
+    before = agent_restarts(client, node)
+    with open(os.path.join(lab.dir, "nodes", node, "pods", pod["metadata"]["uid"], "agent.pid.json")) as f:
+        rec = json.load(f)
+    for pid in (rec.get("inner"), rec["pid"]):  # the agent, then its runtime wrapper
+        if pid:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    return before
+
+
+def agent_back(client: KubeClient, node: str, before: int, timeout: float = 30) -> None:
+    """Wait until the agent on ``node`` was restarted and is Ready again."""
+    wait_for(lambda: agent_restarts(client, node) > before and ready(agent_pod(client, node)), timeout,
+             f"the kubelet to restart the agent on {node}")

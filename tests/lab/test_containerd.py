@@ -21,6 +21,8 @@ import pytest
 from conftest import needs_root
 from helpers import deployment, running_pods, wait_for
 from trellis.kube.client import KubeClient
+from trellis.lab import topology
+from trellis.manifests.workloads import AGENT_SOCKET
 
 TOOLS = all(shutil.which(t) for t in ("containerd", "ctr", "runc", "busybox"))
 pytestmark = [needs_root, pytest.mark.lab, pytest.mark.skipif(not TOOLS, reason="containerd, ctr, runc, busybox needed")]
@@ -121,7 +123,7 @@ def test_ctr_run_with_trellis_cni_reaches_pods_on_other_nodes(lab, containerd):
                          text=True, timeout=60)
     assert imp.returncode == 0, imp.stderr
     conflist = {"cniVersion": "1.0.0", "name": "trellis", "plugins": [
-        {"type": "trellis", "socket": os.path.join(lab.dir, "nodes", "node-1", "agent.sock")}]}
+        {"type": "trellis", "socket": AGENT_SOCKET}]}  # deploy/trellis.yaml's: in node-1's network namespace
     with open(os.path.join(d, "10-trellis.conflist"), "w") as f:
         json.dump(conflist, f)
     cni = shutil.which("trellis-cni") or os.path.join(os.path.dirname(os.sys.executable), "trellis-cni")
@@ -141,7 +143,7 @@ def test_ctr_run_with_trellis_cni_reaches_pods_on_other_nodes(lab, containerd):
     assert "1 packets received" in out.stdout  # ICMP to a pod on node-2
     assert target["metadata"]["name"] in out.stdout  # TCP to it: the server answers with its pod name
     # --rm ran CNI DEL: the address is released
-    ipam = os.path.join(lab.dir, "nodes", "node-1", "ipam", "10.244.1.0_24")
+    ipam = os.path.join(topology.agent_state_dir(lab, "node-1"), "ipam", "10.244.1.0_24")
     held = [json.load(open(os.path.join(ipam, f)))["container_id"] for f in os.listdir(ipam) if f[0].isdigit()]
     assert not any(c.endswith("tctr") for c in held)
     assert time.monotonic() - t0 < 60

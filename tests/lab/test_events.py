@@ -9,6 +9,7 @@ import pytest
 from conftest import module_lab, needs_kubectl, needs_root
 from helpers import PY, pod_exec, wait_for
 from trellis.kube.client import KubeClient
+from trellis.lab import topology
 
 pytestmark = [needs_root, needs_kubectl, pytest.mark.lab]
 
@@ -62,7 +63,7 @@ def test_a_normal_pod_is_scheduled_and_started(lab, kc):
 
 def test_a_pod_without_a_sandbox_says_why_and_starts_once_fixed(lab, kc):
     """node-2's runtime picks a network config whose plugin cannot reach the agent: CNI ADD fails."""
-    conf_dir = os.path.join(lab.dir, "nodes", "node-2", "cni", "net.d")
+    conf_dir = topology.cni_conf_dir(lab, "node-2")
     broken = os.path.join(conf_dir, "00-broken.conflist")
     missing = os.path.join(conf_dir, "missing.sock")
     with open(broken, "w") as f:
@@ -111,11 +112,11 @@ def test_trellis_components_explain_what_they_cannot_do(lab, kc):
     assert "172.31.0.99 is in no IPPool" in ev["message"] and ev["source"]["component"] == "trellis-controller"
     assert "AllocationFailed" in kubectl(lab, "describe", "svc", "lb")
     # a typo in the trellis config: every agent says so on the ConfigMap
-    kc.patch("v1", "configmaps", "trellis-config", {"data": {"isolationMod": "namespace"}}, "kube-system")
-    got = wait_for(lambda: [e for e in events(lab, "kube-system", "trellis-config", "ConfigMap")
+    kc.patch("v1", "configmaps", "trellis-config", {"data": {"isolationMod": "namespace"}}, "trellis-system")
+    got = wait_for(lambda: [e for e in events(lab, "trellis-system", "trellis-config", "ConfigMap")
                             if e["reason"] == "InvalidConfig"], 30, "InvalidConfig")
     assert "unknown key 'isolationMod'" in got[0]["message"] and got[0]["source"]["component"] == "trellis-agent"
-    assert "isolationMod" in kubectl(lab, "describe", "configmap", "-n", "kube-system", "trellis-config")
+    assert "isolationMod" in kubectl(lab, "describe", "configmap", "-n", "trellis-system", "trellis-config")
 
 
 def dig(lab, pod, name, qtype="A"):

@@ -303,7 +303,7 @@ def groups(clean):
 
 def set_isolation_mode(kc, mode):
     """trellis-config exists from lab up (routing mode, cluster CIDR): change only isolationMode."""
-    kc.patch("v1", "configmaps", "trellis-config", {"data": {"isolationMode": mode}}, "kube-system")
+    kc.patch("v1", "configmaps", "trellis-config", {"data": {"isolationMode": mode}}, "trellis-system")
 
 
 def epg(ns, name, spec):
@@ -365,7 +365,7 @@ def test_aci_annotation_and_what_is_not_honoured(lab, groups):
     r = subprocess.run([PY, "-m", "trellis.cli.main", "explain", "--lab", lab.name, "-n", "x", "a", "b", "80/tcp"],
                        capture_output=True, text=True, timeout=30)
     assert r.returncode == 3 and "EndpointGroup x/web" in r.stdout, r.stdout
-    for text in ("Namespace z:", "Contract x/to-nowhere:", "ConfigMap kube-system/trellis-config:"):
+    for text in ("Namespace z:", "Contract x/to-nowhere:", "ConfigMap trellis-system/trellis-config:"):
         assert f"warning: not honoured: {text}" in r.stderr, r.stderr
 
 
@@ -606,12 +606,11 @@ def test_agent_restart_keeps_rules_and_established_connections(lab, clean):
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     time.sleep(1)
     node = clean.get("v1", "pods", "a", "x")["spec"]["nodeName"]
-    subprocess.run(["kill", "-9", str(topology.components(lab)[f"agent-{node}"])])
-    try:
-        assert try_tcp(lab, "x", "b", x_a).returncode != 0  # still denied with the agent down
-        assert try_tcp(lab, "y", "b", x_a).returncode == 0  # still allowed
-    finally:
-        topology.start_agent(lab, int(node.split("-")[1]))
+    from helpers import agent_back, kill_agent
+    before = kill_agent(lab, clean, node)
+    assert try_tcp(lab, "x", "b", x_a).returncode != 0  # still denied with the agent down
+    assert try_tcp(lab, "y", "b", x_a).returncode == 0  # still allowed
+    agent_back(clean, node, before)  # its kubelet restarts it
     out, _ = hold.communicate(timeout=30)
     assert hold.returncode == 0, out
     time.sleep(1)

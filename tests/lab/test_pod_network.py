@@ -6,7 +6,7 @@ import time
 import pytest
 
 from conftest import needs_root
-from helpers import AGNHOST, PY, connect, deployment, pod_exec, running_pods, wait_for
+from helpers import AGNHOST, PY, agent_back, connect, deployment, kill_agent, pod_exec, running_pods, wait_for
 from trellis.kernel import netlink, netns as kns
 from trellis.kube.client import KubeClient
 from trellis.lab import topology
@@ -118,14 +118,11 @@ def test_agent_kill_9_and_restart_keeps_connections_and_repairs(lab, kc):
                              PY, "-m", "trellis.lab.images.agnhost", "hold", f"{b['status']['podIP']}:80",
                              "--seconds", "8"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     time.sleep(1)
-    comps = topology.components(lab)
-    for node in ("node-1", "node-2"):
-        subprocess.run(["kill", "-9", str(comps[f"agent-{node}"])])
+    before = {node: kill_agent(lab, kc, node) for node in ("node-1", "node-2")}
     # while the agents are down, break things they own
     assert node_exec(lab, "node-1", "ip", "route", "del", "10.244.2.0/24").returncode == 0
-    time.sleep(1)
-    for i in (1, 2):
-        topology.start_agent(lab, i)
+    for node, n in before.items():  # their kubelets restart them (a DaemonSet pod's container)
+        agent_back(kc, node, n)
     out, _ = hold.communicate(timeout=30)
     assert hold.returncode == 0, out  # the established connection never broke
     wait_for(lambda: any(r.dst == "10.244.2.0/24" for r in netlink.owned_routes(f"{lab.name}-node-1")), 15,
@@ -172,7 +169,7 @@ def test_agent_releases_addresses_of_pods_that_are_gone(lab, kc):
     pods = mesh(kc)
     here = [p for p in pods if p["spec"]["nodeName"] == "node-1"]
     elsewhere = next(p for p in pods if p["spec"]["nodeName"] == "node-2")
-    store = DiskStore(os.path.join(topology.node_dir(lab, "node-1"), "ipam", "10.244.1.0_24"))
+    store = DiskStore(os.path.join(topology.agent_state_dir(lab, "node-1"), "ipam", "10.244.1.0_24"))
     ipam = Allocator("10.244.1.0/24", store)
     ghost = ipam.allocate("ghost-container", "eth0", "default/ghost", "/run/netns/gone-sandbox")
     # the same name as a live pod, but that pod runs on node-2: not a reason to keep it here

@@ -51,7 +51,7 @@ def test_the_conflist_names_the_plugin_and_the_agent_socket(tmp_path):
     code, out = run_plugin(os.path.join(bin_dir, "trellis"), "ADD", json.dumps(net), CNI_CONTAINERID="c1",
                            CNI_NETNS="/proc/self/ns/net", CNI_IFNAME="eth0", CNI_PATH=bin_dir)
     assert code == 1 and out["code"] == 11, out
-    assert install.conflist()["plugins"][0]["socket"] == "/var/run/trellis/agent.sock"  # the DaemonSet's
+    assert install.conflist()["plugins"][0]["socket"] == "@trellis/agent.sock"  # the DaemonSet's
 
 
 def test_installing_again_is_a_no_op_and_repairs_damage(tmp_path):

@@ -83,8 +83,8 @@ def test_the_daemonset_and_deployment_as_specified():
     assert mounts["netns"]["mountPropagation"] == "HostToContainer" and mounts["lib-modules"]["readOnly"]
     assert host["xtables-lock"] == {"path": "/run/xtables.lock", "type": "FileOrCreate"}
     # the socket the plugin dials is the one the agent serves, on the host path both see
-    assert "--socket=/var/run/trellis/agent.sock" in init["args"] and "--socket=/var/run/trellis/agent.sock" in agent["args"]
-    assert mounts["run"]["mountPath"] == host["run"]["path"] == "/var/run/trellis"
+    assert "--socket=@trellis/agent.sock" in init["args"] and "--socket=@trellis/agent.sock" in agent["args"]
+    assert "run" not in mounts and "run" not in host  # an abstract socket: no host path shared for it
     dep = docs[("Deployment", "trellis-controller")]["spec"]
     cpod = dep["template"]["spec"]
     assert dep["replicas"] == 2 and cpod["hostNetwork"] and cpod["priorityClassName"] == "system-cluster-critical"

@@ -1,4 +1,5 @@
-"""What is wrong with the cluster's trellis config (ConfigMap kube-system/trellis-config).
+"""What is wrong with the cluster's trellis config (ConfigMap trellis-config in trellis-system, or in
+kube-system for older installs and labs).
 
 Pure: data -> problems. The agent turns each problem into a Warning Event on the
 ConfigMap (reason ``InvalidConfig``), so a typo in a key is seen in ``kubectl
@@ -13,6 +14,12 @@ KNOWN_KEYS = {
     "isolationMode": "cluster, namespace or deployment",
     "routingMode": "vxlan or direct",
     "clusterCIDR": "the pod CIDR, e.g. 10.244.0.0/16",
+    # the rest of what deploy/trellis.yaml writes (trellis manifests): read by the DaemonSet's env
+    "blockSize": "the prefix length of each node's pod block, e.g. 24",
+    "serviceCIDR": "the Service CIDR, e.g. 10.96.0.0/16",
+    "mtu": "the pod MTU (0: from the underlay device)",
+    "kubernetesServiceHost": "the API server's address, which trellis reaches directly",
+    "kubernetesServicePort": "the API server's port",
 }
 ROUTING_MODES = ("vxlan", "direct")
 

@@ -153,8 +153,11 @@ class Agent:
                 self.queue.add("sync", 1.0)
 
     def serve_metrics(self, port: int, addr: str = "0.0.0.0") -> None:
-        """Prometheus metrics on ``addr:port`` of the node (agent/metrics.py)."""
-        from prometheus_client import CollectorRegistry, start_http_server
+        """Prometheus metrics on ``addr:port`` of the node (agent/metrics.py), and the health
+        endpoints the DaemonSet's probes ask (agent/health.py)."""
+        from prometheus_client import CollectorRegistry, make_wsgi_app
+
+        from trellis.agent import health
 
         from trellis.agent import metrics
         from trellis.policy import nftables as pnft
@@ -173,8 +176,8 @@ class Agent:
         registry.register(metrics.AgentCollector(
             self.node, lambda: nft.list_table("inet", pnft.TABLE, self.policy.netns), ipam, controllers,
             lambda: len(self.policy.errors)))
-        self.metrics_server, _ = start_http_server(port, addr, registry=registry)
-        log.info("metrics on %s:%d/metrics", addr, port)
+        self.metrics_server = health.serve(addr, port, health.of(self), make_wsgi_app(registry))
+        log.info("metrics on %s:%d/metrics, health on /livez and /readyz", addr, port)
 
     def shutdown(self) -> None:
         self.stop.set()

@@ -30,13 +30,12 @@ from trellis.kube.events import WARNING, EventRecorder
 from trellis.kernel.netns import KernelError
 from trellis.kube.client import ApiError, KubeClient
 from trellis.kube.informer import Informer, obj_key
+from trellis.names import CONFIG_NAME, CONFIG_NAMESPACES
 from trellis.policy import model
 from trellis.policy import nftables as pnft
 from trellis.policy.engine import PolicyState
 
 log = logging.getLogger("trellis.agent.policy")
-
-CONFIG_NS, CONFIG_NAME = "kube-system", "trellis-config"
 
 
 class PolicyController:
@@ -59,7 +58,10 @@ class PolicyController:
         self.netpols = Informer(client, "networking.k8s.io/v1", "networkpolicies")
         self.groups = Informer(client, "trellis.dev/v1alpha1", "endpointgroups")
         self.contracts = Informer(client, "trellis.dev/v1alpha1", "contracts")
-        self.config = Informer(client, "v1", "configmaps", ns=CONFIG_NS, field_selector=f"metadata.name={CONFIG_NAME}")
+        # trellis-config where deploy/trellis.yaml puts it, else where older installs have it: one
+        # informer per namespace (the agent may read that one ConfigMap there, nothing wider)
+        self.configs = [Informer(client, "v1", "configmaps", ns=ns, field_selector=f"metadata.name={CONFIG_NAME}")
+                        for ns in CONFIG_NAMESPACES]
         self.deployments = Informer(client, "apps/v1", "deployments")  # for their group annotation
         # the addresses behind Services: the only other nodes' pods this node DNATs to, so the only
         # ones whose ingress it judges (their chains are held here too)
@@ -67,7 +69,7 @@ class PolicyController:
         self.slice_ips: dict[str, frozenset[str]] = {}
         self.endpoint_ips: frozenset[str] = frozenset()
         self.required = (self.pods, self.namespaces, self.netpols, self.slices)
-        self.optional = (self.groups, self.contracts, self.config, self.deployments)  # CRDs may be missing on a real cluster
+        self.optional = (self.groups, self.contracts, *self.configs, self.deployments)  # CRDs may be missing on a real cluster
         self.dirty = threading.Event()
         self.synced = threading.Event()
         self.last_change = 0.0
@@ -81,7 +83,8 @@ class PolicyController:
         self.netpols.add_handler(lambda t, o, old: self._put("netpol", t, o))
         self.groups.add_handler(lambda t, o, old: self._put("group", t, o))
         self.contracts.add_handler(lambda t, o, old: self._put("contract", t, o))
-        self.config.add_handler(self._on_config)
+        for inf in self.configs:
+            inf.add_handler(self._on_config)
         self.deployments.add_handler(lambda t, o, old: self._put("deployment", t, o))
         self.slices.add_handler(self._on_slice)
 
@@ -153,7 +156,8 @@ class PolicyController:
             self.config_reported = version
             for problem in configcheck.problems(obj.get("data")):
                 self.events.event(obj, WARNING, configcheck.INVALID_CONFIG, problem, kind="ConfigMap", api_version="v1")
-        self._put("config", typ, obj)
+        in_force = next((c for inf, ns in zip(self.configs, CONFIG_NAMESPACES) if (c := inf.get(ns, CONFIG_NAME))), None)
+        self._put("config", "DELETED" if in_force is None else "MODIFIED", in_force or obj)
 
     def _changed(self) -> None:
         self.last_change = time.monotonic()

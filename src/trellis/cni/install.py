@@ -30,7 +30,7 @@ import tempfile
 PLUGIN = "trellis"
 CONFLIST = "10-trellis.conflist"
 MODULE = "trellis_cni"
-DEFAULT_SOCKET = "/var/run/trellis/agent.sock"
+DEFAULT_SOCKET = "@trellis/agent.sock"  # abstract: in the node's network namespace (manifests/workloads.py)
 HOST_PYTHON = "/usr/bin/python3"
 # what `trellis manifests` writes as the API server's host when --api-server was not given
 # (.invalid never resolves, RFC 2606): the init container refuses it, so a node whose agent

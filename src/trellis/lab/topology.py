@@ -38,6 +38,9 @@ KUBERNETES_SERVICE_IP = "10.96.0.1"  # default/kubernetes: the first address of 
 LB_POOL = f"{UNDERLAY}.200-{UNDERLAY}.239"
 NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,14}$")
 Progress = Callable[[str], None]
+# trellis: installed from its manifest as on a cluster; none: what kubeadm leaves before a CNI is
+# applied (nodes NotReady, pods Pending); reference: Debian's bridge + host-local plugins
+CNIS = ("trellis", "none", "reference")
 
 
 class LabError(RuntimeError):
@@ -183,9 +186,8 @@ def _spawn(cfg: LabConfig, component: str, argv: list[str], netns: str | None = 
 def components(cfg: LabConfig) -> dict[str, int | None]:
     out: dict[str, int | None] = {}
     pid_dir = os.path.join(cfg.dir, "pids")
+    # (trellis itself runs as pods: kubectl get pods -n trellis-system)
     comps = ["apiserver", "controller-manager"] + [f"kubelet-{n}" for n in cfg.node_names()]
-    if cfg.cni == "trellis":
-        comps += ["trellis-controller"] + [f"agent-{n}" for n in cfg.node_names()]
     for comp in comps:
         try:
             with open(os.path.join(pid_dir, f"{comp}.pid")) as f:
@@ -282,8 +284,8 @@ def up(name: str, nodes: int = 3, cni: str = "trellis", progress: Progress = lam
         raise LabError(f"lab name {name!r}: must be 1-15 characters of a-z, 0-9 and '-', starting with a letter")
     if not 1 <= nodes <= 100:
         raise LabError(f"--nodes {nodes}: must be between 1 and 100")
-    if cni not in ("reference", "trellis"):
-        raise LabError(f"--cni {cni!r}: must be 'trellis' or 'reference'")
+    if cni not in CNIS:
+        raise LabError(f"--cni {cni!r}: must be one of {', '.join(CNIS)}")
     if routing not in ("vxlan", "direct"):
         raise LabError(f"--routing {routing!r}: must be 'vxlan' or 'direct'")
     if os.path.exists(os.path.join(lab_dir(name), "lab.json")) or owned_netns(name):
@@ -344,34 +346,30 @@ def _build(cfg: LabConfig, progress: Progress, timeout: float) -> None:
                                        "--node-monitor-grace-period", os.environ.get("TRELLIS_NODE_MONITOR_GRACE", "40")],
            cfg.ns("master"))
     if cfg.cni == "trellis":
-        progress("installing trellis' resource definitions and the LoadBalancer pool")
-        apply_manifest(cfg, "crds.yaml")
+        progress("installing trellis from its manifest (trellis manifests = deploy/trellis.yaml)")
+        apply_manifest(cfg, trellis_manifest(cfg))
         apply_manifest(cfg, LB_POOL_MANIFEST)
-        apply_manifest(cfg, config_manifest(cfg))
-        progress("starting the trellis controller")
-        _spawn(cfg, "trellis-controller", [py, "-m", "trellis.controller.main", "--cluster-cidr", POD_CIDR],
-               cfg.ns("master"), {"KUBECONFIG": component_kubeconfig(cfg, "trellis-controller", "trellis-controller")})
-        progress(f"starting {cfg.nodes} trellis agents ({cfg.routing})")
-        for i in cfg.node_ids:
-            start_agent(cfg, i)
     progress(f"starting {cfg.nodes} kubelets (CNI: {cfg.cni})")
     for i in cfg.node_ids:
         start_kubelet(cfg, i)
     client = cfg.client()
     want = set(cfg.node_names())
 
-    def nodes_ready() -> bool:
+    def nodes_up() -> bool:
         try:
             items, _ = client.list("v1", "nodes")
         except ApiError:
             return False
-        ready = {n["metadata"]["name"] for n in items if any(
+        ready = {n["metadata"]["name"] for n in items if cfg.cni == "none" or (any(
             c["type"] == "Ready" and c["status"] == "True" for c in n.get("status", {}).get("conditions", []))
-            and (cfg.cni != "trellis" or n.get("spec", {}).get("podCIDR"))}
-        progress(f"nodes ready: {len(ready & want)}/{len(want)}")
+            and (cfg.cni != "trellis" or n.get("spec", {}).get("podCIDR")))}
+        progress(f"nodes {'registered' if cfg.cni == 'none' else 'ready'}: {len(ready & want)}/{len(want)}")
         return want <= ready
-    _wait(nodes_ready, max(timeout - (time.monotonic() - t0), 10), "all nodes to be Ready", cfg)
-    client.close()
+    try:
+        _wait(nodes_up, max(timeout - (time.monotonic() - t0), 10),
+              "all nodes to register" if cfg.cni == "none" else "all nodes to be Ready", cfg)
+    finally:
+        client.close()
     if cfg.cni == "trellis":
         progress("deploying cluster DNS (kube-system/kube-dns, 10.96.0.10)")
         apply_manifest(cfg, "dns.yaml")
@@ -392,6 +390,16 @@ def _build(cfg: LabConfig, progress: Progress, timeout: float) -> None:
             client.close()
 
 
+def trellis_manifest(cfg: LabConfig) -> str:
+    """deploy/trellis.yaml for this lab: what a user renders for a kubeadm cluster, with the lab's
+    API server address (trellis is its own service proxy, so it does not reach the API through the
+    kubernetes ClusterIP) and routing mode."""
+    from trellis.manifests.options import Options
+    from trellis.manifests.render import render
+    return render(Options(pod_cidr=POD_CIDR, service_cidr=SERVICE_CIDR, routing=cfg.routing,
+                          api_server=f"{MASTER_IP}:{API_PORT}"))
+
+
 LB_POOL_MANIFEST = f"""apiVersion: trellis.dev/v1alpha1
 kind: IPPool
 metadata:
@@ -400,13 +408,6 @@ spec:
   addresses: ["{LB_POOL}"]
   autoAssign: true
 """
-
-
-def config_manifest(cfg: LabConfig) -> str:
-    """ConfigMap kube-system/trellis-config: the facts of this cluster that trellis' tools read
-    (``trellis explain`` needs the routing mode and the cluster CIDR)."""
-    return (f"apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: trellis-config, namespace: kube-system}}\n"
-            f"data: {{routingMode: {cfg.routing}, clusterCIDR: {POD_CIDR}}}\n")
 
 
 def apply_manifest(cfg: LabConfig, name_or_text: str) -> None:
@@ -437,26 +438,25 @@ def node_dir(cfg: LabConfig, node: str) -> str:
     return os.path.join(cfg.dir, "nodes", node)
 
 
-def agent_socket(cfg: LabConfig, node: str) -> str:
-    return os.path.join(node_dir(cfg, node), "agent.sock")
+def node_root(cfg: LabConfig, node: str) -> str:
+    """The node's view of the host: where its hostPath volumes live (kubelet.volumes.node_path)."""
+    return os.path.join(node_dir(cfg, node), "root")
 
 
-def start_agent(cfg: LabConfig, i: int) -> None:
-    node = f"node-{i}"
-    _spawn(cfg, f"agent-{node}", [sys.executable, "-m", "trellis.agent.main", "--node", node,
-                                  "--state-dir", node_dir(cfg, node),
-                                  "--socket", agent_socket(cfg, node), "--mode", cfg.routing,
-                                  "--cluster-cidr", POD_CIDR], cfg.ns(node),
-           {"KUBECONFIG": component_kubeconfig(cfg, f"agent-{node}", f"trellis-agent:{node}")})
+def agent_state_dir(cfg: LabConfig, node: str) -> str:
+    """The trellis agent's --state-dir (a hostPath in deploy/trellis.yaml) as the machine sees it."""
+    from trellis.manifests.workloads import AGENT_STATE
+    return os.path.join(node_root(cfg, node), AGENT_STATE.lstrip("/"))
 
 
-def cni_bin_dirs(cfg: LabConfig) -> list[str]:
-    """The lab's plugin dir holds ``trellis`` (-> trellis-cni); then Debian's reference plugins."""
-    d = os.path.join(cfg.dir, "cni-bin")
+def cni_conf_dir(cfg: LabConfig, node: str) -> str:
+    return os.path.join(node_root(cfg, node), "etc", "cni", "net.d")
+
+
+def cni_bin_dirs(cfg: LabConfig, node: str) -> list[str]:
+    """The node's /opt/cni/bin (where trellis-install-cni puts ``trellis``), then Debian's plugins."""
+    d = os.path.join(node_root(cfg, node), "opt", "cni", "bin")
     os.makedirs(d, exist_ok=True)
-    path = os.path.join(d, "trellis")
-    if not os.path.exists(path):
-        write_cni_launcher(path)
     return [d, "/usr/lib/cni"]
 
 
@@ -473,16 +473,15 @@ def write_cni_launcher(path: str) -> None:
 
 
 def write_conflist(cfg: LabConfig, i: int) -> str:
+    """The node's CNI config dir; with --cni reference, Debian's bridge conflist in it (trellis writes
+    its own from its DaemonSet's init container; none leaves it empty: the node stays NotReady)."""
     node = f"node-{i}"
-    conf_dir = os.path.join(node_dir(cfg, node), "cni", "net.d")
+    conf_dir = cni_conf_dir(cfg, node)
     os.makedirs(conf_dir, exist_ok=True)
-    if cfg.cni == "trellis":
-        conf = {"cniVersion": "1.0.0", "name": "trellis", "plugins": [
-            {"type": "trellis", "socket": agent_socket(cfg, node)}]}
-    else:
+    if cfg.cni == "reference":
         conf = reference_conflist(f"{cfg.name}-pods", f"10.244.{i}.0/24", os.path.join(node_dir(cfg, node), "ipam"))
-    with open(os.path.join(conf_dir, "10-trellis.conflist"), "w") as f:
-        json.dump(conf, f, indent=2)
+        with open(os.path.join(conf_dir, "10-bridge.conflist"), "w") as f:
+            json.dump(conf, f, indent=2)
     return conf_dir
 
 
@@ -494,7 +493,7 @@ def start_kubelet(cfg: LabConfig, i: int) -> None:
                                     "--kubeconfig", component_kubeconfig(cfg, f"kubelet-{node}", f"system:node:{node}",
                                                                          ("system:nodes",)),
                                     "--state-dir", cfg.dir,
-                                    "--cni-conf-dir", conf_dir, "--cni-bin-dir", ":".join(cni_bin_dirs(cfg))],
+                                    "--cni-conf-dir", conf_dir, "--cni-bin-dir", ":".join(cni_bin_dirs(cfg, node))],
            cfg.ns(node))
 
 
@@ -530,7 +529,8 @@ def write_kubeconfig(cfg: LabConfig) -> str:
 # ---- nodes joining and leaving ------------------------------------------------------
 
 def add_node(name: str, progress: Progress = lambda s: None, timeout: float = 30) -> str:
-    """A new node joins: namespace, underlay port, agent, kubelet; returns its name once Ready."""
+    """A new node joins: namespace, underlay port, kubelet (and trellis' agent, from its DaemonSet);
+    returns its name once Ready."""
     cfg = load(name)
     i = max(cfg.node_ids, default=0) + 1
     if 10 + i >= 200:
@@ -544,9 +544,7 @@ def add_node(name: str, progress: Progress = lambda s: None, timeout: float = 30
     cfg.node_ids.append(i)
     cfg.nodes = len(cfg.node_ids)
     cfg.save()
-    if cfg.cni == "trellis":
-        start_agent(cfg, i)
-    start_kubelet(cfg, i)
+    start_kubelet(cfg, i)  # trellis' agent comes as its DaemonSet's pod
     client = cfg.client()
 
     def ready() -> bool:
@@ -565,7 +563,7 @@ def remove_node(name: str, node: str, progress: Progress = lambda s: None) -> No
         raise LabError(f"lab {name!r} has no node {node!r} (it has {', '.join(cfg.node_names())})")
     i = int(node.split("-")[1])
     pids = []
-    for comp in (f"kubelet-{node}", f"agent-{node}"):
+    for comp in (f"kubelet-{node}",):
         pid = components(cfg).get(comp)
         if pid:
             pids.append(pid)
@@ -581,7 +579,7 @@ def remove_node(name: str, node: str, progress: Progress = lambda s: None) -> No
     cfg.node_ids.remove(i)
     cfg.nodes = len(cfg.node_ids)
     cfg.save()
-    for f in (f"kubelet-{node}.pid", f"agent-{node}.pid"):
+    for f in (f"kubelet-{node}.pid",):
         try:
             os.unlink(os.path.join(cfg.dir, "pids", f))
         except FileNotFoundError:

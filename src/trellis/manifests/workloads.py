@@ -12,7 +12,9 @@ from trellis.manifests.options import Options, dns_ip
 from trellis.manifests.rbac import AGENT, CONTROLLER, DNS, DNS_NAMESPACE, NAMESPACE
 from trellis.names import CONFIG_NAME
 
-AGENT_SOCKET = "/var/run/trellis/agent.sock"
+# an abstract unix socket: it lives in the node's network namespace (the agent is hostNetwork, the
+# runtime runs trellis-cni there), so no hostPath is shared for it; only root may use it
+AGENT_SOCKET = "@trellis/agent.sock"
 AGENT_STATE = "/var/lib/trellis/agent"
 METRICS_PORT = 9753  # agent/main.py --metrics-port; the health endpoints are served there too
 LABEL = "app.kubernetes.io/name"
@@ -92,7 +94,6 @@ def agent_daemonset(o: Options) -> dict:
         "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}},
         "volumeMounts": [
             {"name": "state", "mountPath": AGENT_STATE},              # IPAM store: survives restarts
-            {"name": "run", "mountPath": "/var/run/trellis"},         # the socket trellis-cni dials
             # pods' namespaces, also those the runtime creates after the agent started
             {"name": "netns", "mountPath": "/var/run/netns", "mountPropagation": "HostToContainer"},
             {"name": "lib-modules", "mountPath": "/lib/modules", "readOnly": True},  # vxlan, nf_* modules
@@ -110,7 +111,7 @@ def agent_daemonset(o: Options) -> dict:
                     "tolerations": [{"operator": "Exists"}],  # every node needs pod networking, tainted or not
                     "initContainers": [install], "containers": [agent],
                     "volumes": [_host_path("cni-bin", "/opt/cni/bin"), _host_path("cni-conf", "/etc/cni/net.d"),
-                                _host_path("state", AGENT_STATE), _host_path("run", "/var/run/trellis"),
+                                _host_path("state", AGENT_STATE),
                                 _host_path("netns", "/var/run/netns"), _host_path("lib-modules", "/lib/modules", None),
                                 _host_path("xtables-lock", "/run/xtables.lock", "FileOrCreate")],
                 }},

@@ -439,10 +439,12 @@ class Server:
 
     async def pod_log(self, request, pod: dict):
         containers = [c["name"] for c in pod["spec"].get("containers", [])]
+        inits = [c["name"] for c in pod["spec"].get("initContainers") or []]
         container = request.query.get("container") or (containers[0] if len(containers) == 1 else "")
-        if container not in containers:
+        if container not in containers + inits:
+            more = f" or one of the init containers: [{' '.join(inits)}]" if inits else ""
             raise errors.bad_request(f"a container name must be specified for pod {pod['metadata']['name']}, "
-                                     f"choose one of: {containers}")
+                                     f"choose one of: [{' '.join(containers)}]{more}")
         node = pod["spec"].get("nodeName")
         previous = request.query.get("previous") in ("1", "true")
         path = os.path.join(self.state_dir, "nodes", node or "-", "pods", pod["metadata"]["uid"],

@@ -13,6 +13,9 @@ default command, as in Kubernetes.
 |   (also */gb-redis-follower)             |   GET_HOSTS_FROM=env)                              |
 | gcr.io/google-samples/gb-frontend        | trellis' guestbook frontend (port 80)             |
 |   (also */gb-frontend*)                  |                                                   |
+| */trellis (deploy/trellis.yaml's image)  | trellis' programs on PATH, as in deploy/Dockerfile: |
+|                                          |   trellis, trellis-agent, trellis-controller,      |
+|                                          |   trellis-install-cni, trellis-dns, trellis-cni    |
 | */trellis-dns                            | trellis' cluster DNS server (``trellis dns``)     |
 | */trellis-ingress                        | trellis' ingress controller (``trellis ingress``) |
 | */ingressconformance/echoserver,         | the Ingress conformance suite's echo server       |
@@ -86,6 +89,40 @@ def _python_dir(state_dir: str) -> str:
     return d
 
 
+# the image's programs: what pyproject's [project.scripts] install, by module
+TRELLIS_PROGRAMS = {"trellis": "trellis.cli.main", "trellis-cni": "trellis.cni.main",
+                    "trellis-agent": "trellis.agent.main", "trellis-controller": "trellis.controller.main",
+                    "trellis-install-cni": "trellis.cni.install", "trellis-dns": "trellis.dns.server",
+                    "trellis-ingress": "trellis.ingress.main"}
+
+
+def _trellis_dir(state_dir: str) -> str:
+    """The trellis image's /usr/local/bin: a launcher per program, run by the lab's interpreter."""
+    d = os.path.join(state_dir, "images", "trellis", "bin")
+    if not os.path.isdir(d):
+        tmp = d + f".tmp{os.getpid()}"
+        os.makedirs(tmp, exist_ok=True)
+        for name, module in TRELLIS_PROGRAMS.items():
+            path = os.path.join(tmp, name)
+            with open(path, "w") as f:
+                f.write(f"#!{sys.executable}\nimport sys\nfrom {module} import main\nsys.exit(main())\n")
+            os.chmod(path, 0o755)
+        try:
+            os.rename(tmp, d)
+        except OSError:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return d
+
+
+def program_dirs() -> list[str]:
+    """What the images' programs run from on this machine: the lab's interpreter (its virtualenv and
+    base installation) and trellis' own code. A container sees them read-only, also when they live
+    under a directory it gets its own of (a checkout in /tmp)."""
+    import trellis
+    dirs = {sys.prefix, sys.base_prefix, os.path.dirname(os.path.dirname(os.path.abspath(trellis.__file__)))}
+    return sorted(d for d in dirs if d and d != "/" and os.path.isdir(d))
+
+
 def resolve(image: str, state_dir: str) -> Image:
     base = image_base(image)
     last = base.rsplit("/", 1)[-1]
@@ -94,6 +131,8 @@ def resolve(image: str, state_dir: str) -> Image:
         return Image(image, ["/bin/sh", "-c"], [REPLICA_SCRIPT])
     if last == "redis":
         return Image(image, ["redis-server"], list(REDIS_ARGS))
+    if last == "trellis":
+        return Image(image, [], [], [_trellis_dir(state_dir)])
     if last == "trellis-dns":
         return Image(image, [py, "-m", "trellis.dns.server"], [])
     if last == "trellis-ingress":

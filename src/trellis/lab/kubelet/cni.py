@@ -47,6 +47,15 @@ class CNIRuntime:
         self.conf_dir, self.bin_dirs, self.cache_dir, self.timeout = conf_dir, bin_dirs, cache_dir, timeout
         os.makedirs(cache_dir, exist_ok=True)
 
+    def not_ready(self) -> str | None:
+        """Why the node's pod network is not ready (None: it is): no network config installed yet,
+        as on a kubeadm node before a CNI is applied."""
+        try:
+            load_netconf(self.conf_dir)
+        except (OSError, ValueError, KeyError, CNIError):
+            return "network plugin not ready: cni config uninitialized"
+        return None
+
     def _plugin_conf(self, netconf: dict, plugin: dict, prev: dict | None, att: Attachment) -> dict:
         conf = dict(plugin, name=netconf["name"], cniVersion=netconf.get("cniVersion", "1.0.0"))
         if prev is not None:

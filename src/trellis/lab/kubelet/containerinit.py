@@ -75,6 +75,12 @@ class Root:
     def __init__(self, top: str) -> None:
         self.top = top
         self.owned = {"/"}  # paths that are our tmpfs (writable until sealed), not the machine's
+        self.hidden: set[str] = set()  # the machine's paths covered by an empty tmpfs
+
+    def hide(self, path: str) -> None:
+        mount("tmpfs", self.at(path), "tmpfs", MS_NOSUID | MS_NODEV, "mode=755")
+        self.owned.add(path)
+        self.hidden.add(path)
 
     def at(self, path: str) -> str:
         return os.path.join(self.top, path.lstrip("/"))
@@ -82,12 +88,16 @@ class Root:
     def shadow(self, path: str, host: str) -> None:
         """Make ``path`` (a bind of the machine's ``host``) a tmpfs holding bind mounts of its entries."""
         dst = self.at(path)
-        _check(_libc.umount2(dst.encode(), MNT_DETACH), f"umount {dst}")
-        mount("tmpfs", dst, "tmpfs", MS_NOSUID | MS_NODEV, "mode=755")
+        if os.path.ismount(dst):
+            _check(_libc.umount2(dst.encode(), MNT_DETACH), f"umount {dst}")
+        mount("tmpfs", dst, "tmpfs", MS_NOSUID | MS_NODEV, "mode=755")  # (over a directory of a bind)
         for entry in os.listdir(host):
             src, sub = os.path.join(host, entry), os.path.join(dst, entry)
             if os.path.islink(src):
                 os.symlink(os.readlink(src), sub)
+            elif os.path.join(path, entry) in self.hidden:
+                os.mkdir(sub)
+                self.hide(os.path.join(path, entry))
             else:
                 bind(src, sub)
         self.owned.add(path)
@@ -150,11 +160,13 @@ def build(spec: dict) -> None:
             bind(src, root.at(src))
     for hidden in spec.get("hide") or []:  # the lab's state: other pods' volumes and tokens
         if os.path.isdir(root.at(hidden)):
-            mount("tmpfs", root.at(hidden), "tmpfs", MS_NOSUID | MS_NODEV, "mode=755")
-            root.owned.add(hidden)
+            root.hide(hidden)
     own_dev_tmp_run(root)
-    points = [(m, root.ensure(m["target"], m.get("type") == "tmpfs" or os.path.isdir(m["source"])))
-              for m in spec["mounts"]]
+    # twice: making one mount point may turn a parent of an earlier one into a fresh tmpfs (shadow);
+    # the second pass finds every parent that needed it done and makes what the first lost
+    for _ in range(2):
+        points = [(m, root.ensure(m["target"], m.get("type") == "tmpfs" or os.path.isdir(m["source"])))
+                  for m in spec["mounts"]]
     if not spec.get("privileged"):
         for entry in os.listdir(top):
             p = os.path.join(top, entry)

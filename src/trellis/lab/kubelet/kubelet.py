@@ -88,12 +88,33 @@ class Kubelet:
             # as upstream's kubelet registers: not-ready until the node lifecycle controller has seen it Ready
             "spec": {"taints": [{"key": "node.kubernetes.io/not-ready", "effect": "NoSchedule"}]}, "status": status}
 
+    def ready_condition(self) -> dict:
+        why = self.cni.not_ready()
+        if why != self.network_why:  # a transition: now
+            self.network_why, self.ready_since = why, now()
+        if why:
+            return {"type": "Ready", "status": "False", "reason": "KubeletNotReady",
+                    "message": "container runtime network not ready: NetworkReady=false "
+                               f"reason:NetworkPluginNotReady message:{why}",
+                    "lastHeartbeatTime": now(), "lastTransitionTime": self.ready_since}
+        return {"type": "Ready", "status": "True", "reason": "KubeletReady",
+                "message": "kubelet is posting ready status", "lastHeartbeatTime": now(),
+                "lastTransitionTime": self.ready_since}
+
+    def watch_network(self) -> None:
+        """Post Ready at once when the network config appears (or goes), not at the next heartbeat."""
+        while not self.stop.wait(0.25):
+            if self.cni.not_ready() != self.network_why:
+                try:
+                    self.client.patch("v1", "nodes", self.node, {"status": {"conditions": [self.ready_condition()]}},
+                                      sub="status")
+                except ApiError as e:
+                    log.debug("node status: %s", e)
+
     def node_status(self) -> dict:
         return {
             "addresses": [{"type": "InternalIP", "address": self.node_ip}, {"type": "Hostname", "address": self.node}],
-            "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady",
-                            "message": "kubelet is posting ready status", "lastHeartbeatTime": now(),
-                            "lastTransitionTime": self.started}],
+            "conditions": [self.ready_condition()],
             "nodeInfo": {"kubeletVersion": "v1.32.0-trellis", "kubeProxyVersion": "", "osImage": "trellis lab",
                          "kernelVersion": platform.release(), "operatingSystem": "linux", "architecture": "amd64",
                          "containerRuntimeVersion": "trellis-lab://0.1", "machineID": "", "systemUUID": "",
@@ -101,7 +122,8 @@ class Kubelet:
             "daemonEndpoints": {"kubeletEndpoint": {"Port": 10250}}}
 
     def register(self) -> None:
-        self.started = now()
+        self.started = self.ready_since = now()
+        self.network_why: str | None = None
         obj = self.node_object()
         existing = self.client.get_or_none("v1", "nodes", self.node)
         if existing is None:
@@ -206,6 +228,7 @@ class Kubelet:
         except ApiError as e:
             log.warning("node lease: %s", e)
         threading.Thread(target=self.heartbeat, daemon=True, name="heartbeat").start()
+        threading.Thread(target=self.watch_network, daemon=True, name="network-ready").start()
         StatsCollector(self).start()  # for metrics.k8s.io (kubectl top)
         LogStamper(self).start()  # for logs --timestamps
         self.svcs.start()

@@ -199,6 +199,7 @@ class PodWorker(threading.Thread):
         images = os.path.join(self.k.state_dir, "images")  # the images' "filesystems" (catalog)
         os.makedirs(images, exist_ok=True)
         mounts.append({"source": images, "target": images, "readOnly": True})
+        mounts += [{"source": d, "target": d, "readOnly": True} for d in catalog.program_dirs()]
         mounts += self.volumes.mounts(spec)
         init = {"mounts": mounts, "privileged": priv.privileged, "setpriv": priv.setpriv_argv(),
                 "hide": [os.path.dirname(self.k.state_dir)]}  # every lab's state: other pods' volumes
