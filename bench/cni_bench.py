@@ -221,15 +221,18 @@ def bench_lab_node() -> None:
                 break
             time.sleep(0.5)
         comps = topology.components(cfg)
-        with open(f"/proc/{comps['agent-node-1']}/status") as f:
+        agent = next(p for p in c.list("v1", "pods", "trellis-system", label_selector="app.kubernetes.io/name=trellis-agent")[0])
+        with open(os.path.join(topology.node_dir(cfg, "node-1"), "pods", agent["metadata"]["uid"], "agent.pid.json")) as f:
+            agent_pid = json.load(f)["inner"]  # the agent container's process (its DaemonSet pod)
+        with open(f"/proc/{agent_pid}/status") as f:
             rss = next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
         row("agent RSS with 100 pods on its node", f"{rss / 1024:.1f} MiB", "", "")
         # the kubelet is paused, so that the pods below are wired by this benchmark alone
         node_ns, kubelet = cfg.ns("node-1"), comps["kubelet-node-1"]
-        with open(os.path.join(topology.node_dir(cfg, "node-1"), "cni", "net.d", "10-trellis.conflist")) as f:
-            conflist = json.load(f)
+        with open(os.path.join(topology.cni_conf_dir(cfg, "node-1"), "10-trellis.conflist")) as f:
+            conflist = json.load(f)  # what the DaemonSet's install-cni wrote on the node
         conf = {"cniVersion": conflist["cniVersion"], "name": conflist["name"], **conflist["plugins"][0]}
-        exe = os.path.join(cfg.dir, "cni-bin", "trellis")
+        exe = os.path.join(topology.cni_bin_dirs(cfg, "node-1")[0], "trellis")
         os.kill(kubelet, signal.SIGSTOP)
         try:
             for i in range(SEQ):

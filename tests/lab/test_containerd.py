@@ -132,7 +132,9 @@ def test_ctr_run_with_trellis_cni_reaches_pods_on_other_nodes(lab, containerd):
     script = (f"mount -t overlay overlay -o lowerdir=/etc,upperdir={d}/etc-upper,workdir={d}/etc-work /etc && "
               f"mkdir -p /etc/cni/net.d && cp {d}/10-trellis.conflist /etc/cni/net.d/ && "
               f"mount -t tmpfs tmpfs /opt && mkdir -p /opt/cni/bin && ln -s {cni} /opt/cni/bin/trellis && "
-              f"exec ctr -a {sock} run --rm --cni --snapshotter native {IMAGE} tctr "
+              # ctr runs the CNI plugins itself: in node-1's network namespace, as a runtime on node-1 does
+              f"exec nsenter --net=/run/netns/{lab.name}-node-1 -- ctr -a {sock} run --rm --cni --snapshotter native "
+              f"{IMAGE} tctr "
               f"sh -c 'ip -4 -o addr show eth0; ping -c1 -W2 {target['status']['podIP']} && "
               f"echo hostname | nc -w 3 {target['status']['podIP']} 80'")
     t0 = time.monotonic()

@@ -25,7 +25,10 @@ CELLS = ("TCP/80", "TCP/81", "UDP/80", "UDP/81")
 def pod(ns, name):
     ports = [{"name": f"serve-{p}-{pr.lower()}", "containerPort": p, "protocol": pr}
              for p in (80, 81) for pr in ("TCP", "UDP", "SCTP")]
-    spec = {"containers": [{"name": "c", "image": "registry.k8s.io/e2e-test-images/agnhost:2.40", "ports": ports}]}
+    # NET_ADMIN (in their own namespace only): the bypass tests forge source addresses and add IPv6 from
+    # inside pods, as a pod its owner granted NET_ADMIN could; policy and anti-spoofing must hold anyway
+    spec = {"containers": [{"name": "c", "image": "registry.k8s.io/e2e-test-images/agnhost:2.40", "ports": ports,
+                            "securityContext": {"capabilities": {"add": ["NET_ADMIN"]}}}]}
     if name in NODE_OF:  # pinned: a, b and c of a namespace on three different nodes
         spec["nodeName"] = NODE_OF[name]
     return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": ns, "labels": {"pod": name}},
@@ -351,7 +354,7 @@ def test_aci_annotation_and_what_is_not_honoured(lab, groups):
     set_isolation_mode(kc, "tenant")
 
     def warnings():
-        evs = [e for ns in ("default", "x", "kube-system") for e in kc.list("v1", "events", ns)[0]
+        evs = [e for ns in ("default", "x", "kube-system", "trellis-system") for e in kc.list("v1", "events", ns)[0]
                if (e.get("source") or {}).get("component") == "trellis-controller"]
         return {(e["involvedObject"]["kind"], e["involvedObject"]["name"], e["reason"]): e["message"] for e in evs}
     wait_for(lambda: {("Namespace", "z", "InvalidEndpointGroupAnnotation"), ("Contract", "to-nowhere",

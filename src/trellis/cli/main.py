@@ -236,7 +236,7 @@ def cmd_exec(args) -> int:
     # the container's namespaces (also for hostNetwork pods: never the one `trellis exec` runs in)
     # and its privileges
     from trellis.lab.kubelet.runtime import enter_argv
-    argv = enter_argv(meta["enter"], args.command, meta["cwd"])
+    argv = enter_argv(meta["enter"], args.command)
     import subprocess
     return subprocess.call(argv, env=meta["env"])
 

@@ -370,6 +370,10 @@ def _build(cfg: LabConfig, progress: Progress, timeout: float) -> None:
               "all nodes to register" if cfg.cni == "none" else "all nodes to be Ready", cfg)
     finally:
         client.close()
+    if cfg.cni == "none":
+        progress("no CNI: the nodes stay NotReady and pods Pending until one is applied, as after kubeadm init: "
+                 f"trellis manifests --api-server {MASTER_IP}:{API_PORT} | kubectl --kubeconfig {cfg.kubeconfig} "
+                 "apply -f -")
     if cfg.cni == "trellis":
         progress("deploying cluster DNS (kube-system/kube-dns, 10.96.0.10)")
         apply_manifest(cfg, "dns.yaml")

@@ -107,6 +107,9 @@ def agent_daemonset(o: Options) -> dict:
                 "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 1}},
                 "template": {"metadata": {"labels": _labels(AGENT)}, "spec": {
                     "hostNetwork": True, "dnsPolicy": "ClusterFirstWithHostNet",
+                    # a runtime may name a pod's namespace /proc/<pid>/ns/net (cri-dockerd, ctr --cni):
+                    # only the host's PID namespace resolves it
+                    "hostPID": True,
                     "priorityClassName": "system-node-critical", "serviceAccountName": AGENT,
                     "tolerations": [{"operator": "Exists"}],  # every node needs pod networking, tainted or not
                     "initContainers": [install], "containers": [agent],

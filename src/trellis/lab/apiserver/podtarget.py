@@ -28,10 +28,10 @@ class PodTarget:
     def netns_path(self) -> str:
         return f"/proc/{self.pid}/ns/net"
 
-    def enter_argv(self, argv: list[str]) -> list[str]:
+    def enter_argv(self, argv: list[str], tty: bool = False) -> list[str]:
         # NOTE: -n also for hostNetwork pods: their container lives in the node's namespace, and the
         # command must run there, never in the API server's (the host's) namespace.
-        return enter_argv(self.entry, argv, self.cwd)
+        return enter_argv(self.entry, argv, tty)
 
 
 def container_name(pod: dict, requested: str | None) -> str:

@@ -96,7 +96,7 @@ class ExecSession:
     # -- process --
     async def _spawn(self) -> list[asyncio.Task]:
         loop = asyncio.get_running_loop()
-        argv = self.target.enter_argv(self.argv)
+        argv = self.target.enter_argv(self.argv, self.tty)
         if self.tty:
             self.master, slave = os.openpty()
             try:

@@ -297,6 +297,8 @@ def _connect_once(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from trellis.lab.images import exit_on_sigterm
+    exit_on_sigterm()
     p = argparse.ArgumentParser(prog="agnhost", description="trellis lab test server and client")
     sub = p.add_subparsers(dest="cmd", required=True)
     s = sub.add_parser("serve", help="answer with the pod name on the declared ports")

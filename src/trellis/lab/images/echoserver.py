@@ -83,6 +83,8 @@ def _server(port: int, address: str = "0.0.0.0") -> ThreadingHTTPServer:
 
 
 def main() -> int:
+    from trellis.lab.images import exit_on_sigterm
+    exit_on_sigterm()
     http_port = int(os.environ.get("HTTP_PORT", "3000"))
     servers = [_server(http_port)]
     cert, key = os.environ.get("TLS_SERVER_CERT"), os.environ.get("TLS_SERVER_PRIVKEY")

@@ -112,6 +112,8 @@ class Handler(BaseHTTPRequestHandler):
 
 
 def main() -> int:
+    from trellis.lab.images import exit_on_sigterm
+    exit_on_sigterm()
     port = int(os.environ.get("PORT", "80"))
     srv = ThreadingHTTPServer(("0.0.0.0", port), Handler)
     print(f"guestbook frontend on :{port}", flush=True)

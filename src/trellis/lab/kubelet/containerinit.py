@@ -153,6 +153,8 @@ def build(spec: dict) -> None:
         src = "/" + entry
         if os.path.islink(src):
             os.symlink(os.readlink(src), root.at(src))
+        elif entry == "proc" and spec.get("hostPID"):
+            bind(src, root.at(src))  # the machine's processes (hostPID)
         elif entry in ("proc", "tmp", "run", "dev"):
             os.mkdir(root.at(src), 0o1777 if entry == "tmp" else 0o755)
             root.owned.add(src)
@@ -188,7 +190,8 @@ def build(spec: dict) -> None:
     os.chdir("/")
     _check(_libc.umount2(b"/.oldroot", MNT_DETACH), "umount the old root")
     os.rmdir("/.oldroot")
-    mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+    if not spec.get("hostPID"):
+        mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
 
 
 def main() -> None:

@@ -247,7 +247,8 @@ class Kubelet:
         self.stop.wait()
 
     def shutdown(self) -> None:
-        """Stop every pod (used by lab down); the API objects stay."""
+        """Stop every pod (used by lab down: at most 1 s grace, the lab is going away); the API objects stay."""
+        self.max_grace = min(self.max_grace, 1.0)
         self.stop.set()
         with self.lock:
             workers = list(self.workers.values())

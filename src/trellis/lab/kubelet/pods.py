@@ -202,6 +202,7 @@ class PodWorker(threading.Thread):
         mounts += [{"source": d, "target": d, "readOnly": True} for d in catalog.program_dirs()]
         mounts += self.volumes.mounts(spec)
         init = {"mounts": mounts, "privileged": priv.privileged, "setpriv": priv.setpriv_argv(),
+                "hostPID": bool(self.pod["spec"].get("hostPID")),
                 "hide": [os.path.dirname(self.k.state_dir)]}  # every lab's state: other pods' volumes
         if priv.uid is not None:
             os.makedirs(cwd, exist_ok=True)

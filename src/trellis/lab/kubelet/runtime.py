@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -147,11 +148,15 @@ class Sandbox:
                 pass
 
 
-def enter_argv(entry: dict, argv: list[str], cwd: str | None = None) -> list[str]:
+def enter_argv(entry: dict, argv: list[str], tty: bool = False) -> list[str]:
     """A command run inside a running container: its namespaces (``entry["pid"]``, the container's
-    first process) and its privileges (``entry["setpriv"]``)."""
-    wd = [f"--wd={cwd}"] if cwd else []
-    return ["nsenter", "-t", str(entry["pid"]), "-n", "-u", "-m", "-p", *wd, "--",
+    first process), its root and working directory (``-r -w``: the target's; a ``--wd=DIR`` would be
+    opened before entering, in the machine's view), and its privileges (``entry["setpriv"]``).
+    ``tty``: the command gets a terminal of the container's own /dev/pts (``script`` relays it to
+    the caller's, window size changes included), as a runtime allocates it inside the container."""
+    if tty:
+        argv = ["script", "-q", "-e", "-c", shlex.join(argv), "/dev/null"]
+    return ["nsenter", "-t", str(entry["pid"]), "-n", "-u", "-m", "-p", "-r", "-w", "--",
             *(entry.get("setpriv") or []), *argv]
 
 
@@ -190,7 +195,8 @@ class Container:
             json.dump(spec, f)
         ns = ["-n"] if self.sandbox.netns else []
         argv = ["nsenter", "-t", str(self.sandbox.pid), *ns, "-u", "--",
-                "unshare", "--mount", "--pid", "--fork", "--kill-child", "--propagation", "slave", "--",
+                "unshare", "--mount", *([] if self.init.get("hostPID") else ["--pid", "--fork", "--kill-child"]),
+                "--propagation", "slave", "--",
                 sys.executable, "-I", containerinit.__file__, spec_path]
         logf = open(self.log_path, "ab")
         try:
@@ -201,7 +207,9 @@ class Container:
             raise
         finally:
             logf.close()
-        self.inner = first_child(self.proc.pid)
+        # the container's first process: unshare's child in its own PID namespace, else unshare itself
+        # (it execs containerinit, which execs the command)
+        self.inner = self.proc.pid if self.init.get("hostPID") else first_child(self.proc.pid)
 
     @property
     def pid(self) -> int | None:
@@ -212,7 +220,7 @@ class Container:
         return {"pid": self.inner, "setpriv": self.init.get("setpriv") or []}
 
     def enter(self, argv: list[str]) -> list[str]:
-        return enter_argv(self.entry(), argv, self.cwd)
+        return enter_argv(self.entry(), argv)
 
     def record(self) -> dict:
         return {"pid": self.pid, "starttime": proc_starttime(self.pid) if self.pid else None, "inner": self.inner}
