@@ -128,3 +128,18 @@ def test_hostpath_is_the_nodes_and_a_missing_volume_is_an_event(lab, kc):
     assert 'configmap "absent" not found' in ev["message"] and 'volume "v"' in ev["message"]
     st = kc.get("v1", "pods", "nocm", "default")["status"]["containerStatuses"][0]["state"]
     assert st["waiting"]["reason"] == "ContainerCreating"
+
+
+def test_init_containers_run_first_and_report_their_status(lab, kc):
+    kc.create("v1", "pods", pod("inits", "node-2", [{"name": "c", "image": "busybox", "command": ["sh", "-c", "cat /w/f; sleep 3600"],
+                                                      "volumeMounts": [{"name": "w", "mountPath": "/w"}]}],
+                                initContainers=[{"name": "prep", "image": "busybox", "command": ["sh", "-c", "echo made > /w/f"],
+                                                 "volumeMounts": [{"name": "w", "mountPath": "/w"}]}],
+                                volumes=[{"name": "w", "emptyDir": {}}]), "default")
+    p = running_pods(kc, "default", "test=inits", 1)[0]
+    (st,) = p["status"]["initContainerStatuses"]
+    assert st["name"] == "prep" and st["state"]["terminated"]["reason"] == "Completed" and st["ready"]
+    assert next(c for c in p["status"]["conditions"] if c["type"] == "Initialized")["status"] == "True"
+    wait_for(lambda: kc.request("GET", "/api/v1/namespaces/default/pods/inits/log",
+                                params={"container": "c"}) == "made\n", 10, "the main container to see the init's file")
+    assert kc.request("GET", "/api/v1/namespaces/default/pods/inits/log", params={"container": "prep"}) == ""

@@ -137,8 +137,8 @@ def test_restart_policies(kc):
     assert cs["lastState"]["terminated"]["exitCode"] == 3
     wait_for(lambda: kc.get("v1", "pods", "once", "default")["status"]["phase"] == "Succeeded", 20, "Succeeded")
     wait_for(lambda: kc.get("v1", "pods", "fail", "default")["status"]["phase"] == "Failed", 20, "Failed")
-    log = kc.request("GET", "/api/v1/namespaces/default/pods/crash/log")
-    assert "bye" in log
+    # (a container that has just restarted may not have written yet: wait for its line)
+    wait_for(lambda: "bye" in kc.request("GET", "/api/v1/namespaces/default/pods/crash/log"), 10, "the crash's log")
 
 
 def test_node_selector_node_name_and_host_network(lab, kc):

@@ -62,7 +62,8 @@ class NodeBlocks(Reconciler):
             return
         patch: dict = {}
         if not node.get("spec", {}).get("podCIDR"):
-            block = self.free_block(name)
+            # the block handed out already if the cache has not seen it yet (a node event came first)
+            block = self.assigned.get(name) or self.free_block(name)
             self.assigned[name] = block
             patch["spec"] = {"podCIDR": block, "podCIDRs": [block]}
         if (node["metadata"].get("annotations") or {}).get(VTEP_ANNOTATION) != vtep_mac(name):

@@ -75,6 +75,7 @@ class PodWorker(threading.Thread):
         self.attached = False
         self.adopted = False
         self.volumes = PodVolumes(pod, self.dir, kubelet.node_root, kubelet.getter(self.ns), self._token)
+        self.init_status: dict[str, dict] = {}  # init container -> its status, while the pod initializes
 
     # -- called from the informer --
     def update(self, pod: dict) -> None:
@@ -211,19 +212,47 @@ class PodWorker(threading.Thread):
                          os.path.join(self.dir, f"{spec['name']}.log"), init)
 
     def _run_init(self, spec: dict) -> bool:
+        name, restarts = spec["name"], 0
         while not self.terminating.is_set():
             c = self._container(spec)
             c.start()
+            started = now()
+            self.init_status[name] = {"state": {"running": {"startedAt": started}}, "restartCount": restarts}
+            self._report()
             while c.poll() is None and not self.terminating.is_set():
                 time.sleep(0.1)
-            if c.poll() == 0:
+            code = c.poll()
+            done = {"exitCode": code, "reason": "Completed" if code == 0 else "Error", "startedAt": started,
+                    "finishedAt": now()} if code is not None else None
+            if code == 0:
+                self.init_status[name] = {"state": {"terminated": done}, "restartCount": restarts}
                 return True
             c.stop(1)
+            if done:
+                self.init_status[name] = {"state": {"waiting": {"reason": "CrashLoopBackOff"}},
+                                          "lastState": {"terminated": done}, "restartCount": restarts}
+                self._event(WARNING, "BackOff", f"Back-off restarting failed container {name} in pod "
+                            f"{self.name}_{self.ns}({self.uid})", name)
             if self.pod["spec"].get("restartPolicy") == "Never":
                 self.phase = "Failed"
                 return False
+            restarts += 1
+            self._report()
             self.terminating.wait(1)
         return False
+
+    def _init_statuses(self) -> list[dict]:
+        out = []
+        for c in self.pod["spec"].get("initContainers") or []:
+            st = self.init_status.get(c["name"])
+            if st is None:  # not run yet; or run by a kubelet before this one (the pod has containers)
+                st = {"state": {"terminated": {"exitCode": 0, "reason": "Completed"}} if self.runs else
+                      {"waiting": {"reason": "PodInitializing"}}, "restartCount": 0}
+            term = st["state"].get("terminated")
+            out.append({"name": c["name"], "image": c.get("image", ""), "imageID": "",
+                        "ready": bool(term and term.get("exitCode") == 0), "started": "running" in st["state"],
+                        "lastState": st.get("lastState") or {}, **st})
+        return out
 
     def _start(self, r: Run) -> None:
         if r.container is not None:  # a restart: the last run's log is what `logs --previous` shows
@@ -349,21 +378,26 @@ class PodWorker(threading.Thread):
                              "started": bool(r.state.get("running")), "state": r.state,
                              "lastState": r.last_state if r.restarts else {}})
         if not self.runs:
+            waiting_reason = waiting_reason or ("PodInitializing" if self.init_status else "ContainerCreating")
             statuses = [{"name": c["name"], "image": c.get("image", ""), "ready": False, "restartCount": 0,
-                         "started": False, "state": {"waiting": {"reason": waiting_reason or "ContainerCreating",
+                         "started": False, "state": {"waiting": {"reason": waiting_reason,
                                                                  **({"message": self.message} if self.message else {})}}}
                         for c in self.pod["spec"]["containers"]]
         all_ready = bool(self.runs) and all(s["ready"] for s in statuses)
         t = "True" if all_ready else "False"
+        inits = self._init_statuses()
+        initialized = all(i["ready"] for i in inits)
         status = {
             "phase": phase, "hostIP": self.k.node_ip, "hostIPs": [{"ip": self.k.node_ip}],
             "conditions": [
                 {"type": "PodReadyToStartContainers", "status": "True" if self.sandbox.pid else "False"},
-                {"type": "Initialized", "status": "True"},
+                {"type": "Initialized", "status": "True" if initialized else "False"},
                 {"type": "Ready", "status": t},
                 {"type": "ContainersReady", "status": t},
                 {"type": "PodScheduled", "status": "True"}],
             "containerStatuses": statuses}
+        if inits:
+            status["initContainerStatuses"] = inits
         if self.ip:
             status["podIP"], status["podIPs"] = self.ip, [{"ip": self.ip}]
         if status == self.last_status:
