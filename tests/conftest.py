@@ -114,3 +114,16 @@ def kubectl_runner(kubeconfig: str, home: str):
             raise AssertionError(f"kubectl {' '.join(args)} failed: {p.stderr}")
         return p
     return run
+
+
+def wait_until(what: str, check, timeout: float = 10.0, interval: float = 0.05):
+    """For unit tests against an in-process API server: ``check()``'s first truthy value, or an
+    AssertionError naming ``what`` after ``timeout`` seconds."""
+    import time
+    deadline = time.monotonic() + timeout
+    while True:
+        got = check()
+        if got:
+            return got
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(interval)

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from conftest import KUBECTL
+from conftest import KUBECTL, wait_until
 from trellis.kube.client import ApiError, KubeClient
 from trellis.kube.informer import Informer
 from trellis.lab.daemonplan import (HASH_LABEL, Backoff, by_node, daemon_pod_spec, daemon_status, max_unavailable,
@@ -442,13 +442,7 @@ class Lab:
 
 
 def wait_for(what, check, timeout=20.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        got = check()
-        if got:
-            return got
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
+    return wait_until(what, check, timeout)
 
 
 def daemon_pods(client, name):

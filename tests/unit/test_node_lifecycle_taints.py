@@ -4,6 +4,7 @@ import datetime as dt
 import threading
 import time
 
+from conftest import wait_until
 from trellis.kube.client import KubeClient
 from trellis.kube.informer import Informer
 from trellis.lab.nodelifecycle import NodeLifecycleController, reconciled_taints
@@ -58,13 +59,7 @@ def test_pressure_network_and_cordon_taints():
 
 
 def wait_for(what, check, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        got = check()
-        if got:
-            return got
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
+    return wait_until(what, check, timeout)
 
 
 def taint_keys(client, name):
