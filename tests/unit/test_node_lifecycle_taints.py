@@ -2,7 +2,6 @@
 controller against the lab API server keeping them in step with the node's Ready condition."""
 import datetime as dt
 import threading
-import time
 
 from conftest import wait_until
 from trellis.kube.client import KubeClient
