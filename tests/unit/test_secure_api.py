@@ -120,3 +120,28 @@ def test_service_account_tokens_work_until_the_account_is_deleted(secure):
     kubectl(cfg["admin"], "create", "serviceaccount", "bot")
     assert httpx.get(f"{url}/api/v1/namespaces/default/configmaps", verify=trust(pki),
                      headers=h).status_code == 401
+
+
+def test_a_verified_token_is_cached_only_while_it_lives_and_only_as_sent(tmp_path, monkeypatch):
+    """Tokens.verified caches a checked signature until the token's exp; a token altered by one
+    character is verified afresh (and refused), and a cached token past its exp is refused."""
+    from trellis.lab.apiserver import authn
+    pki = LabPKI(str(tmp_path))
+    pki.init(["127.0.0.1"])
+    with open(pki.sa_key, "rb") as f, open(pki.sa_pub, "rb") as g:
+        tokens = authn.Tokens(f.read(), g.read(), lambda *a: None)
+    sa = {"metadata": {"namespace": "default", "name": "bot", "uid": "u-1"}}
+    token, exp = tokens.issue(sa)
+    assert tokens.verified(token)["sub"] == "system:serviceaccount:default:bot"
+    assert token in tokens._verified
+    head, payload, sig = token.split(".")
+    forged = ".".join((head, payload, ("A" if sig[0] != "A" else "B") + sig[1:]))
+    assert tokens.verified(forged) is None and forged not in tokens._verified
+    # past its exp the cache does not answer: PyJWT (whose clock is its own) is asked again
+    later = exp + 1
+    monkeypatch.setattr(authn.time, "time", lambda: later)
+
+    def expired(*a, **k):
+        raise authn.jwt.ExpiredSignatureError("Signature has expired")
+    monkeypatch.setattr(authn.jwt, "decode", expired)
+    assert tokens.verified(token) is None

@@ -9,15 +9,20 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import os
 import shutil
 import ssl
 import tempfile
+import threading
+import time
 from dataclasses import dataclass
 from typing import Any, Iterator
 
 import httpx
 import yaml
+
+log = logging.getLogger(__name__)
 
 SA_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 
@@ -149,6 +154,21 @@ class KubeClient:
         if r.headers.get("content-type", "").startswith("application/json"):
             return r.json()
         return r.text
+
+    def wait_healthy(self, timeout: float, stop: threading.Event | None = None) -> bool:
+        """Wait until the API server answers ``/readyz`` (as kubelets and controller-managers do at
+        start: they may be started before the API server listens). False at timeout or stop."""
+        deadline = time.monotonic() + timeout
+        pause = 0.05
+        while time.monotonic() < deadline and not (stop and stop.is_set()):
+            try:
+                self.request("GET", "/readyz")
+                return True
+            except ApiError as e:
+                log.debug("waiting for the API server: %s", e.message)
+            time.sleep(pause)
+            pause = min(pause * 2, 1.0)
+        return False
 
     # -- typed verbs --
     def get(self, api_version: str, plural: str, name: str, ns: str | None = None) -> dict:

@@ -76,6 +76,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.root_ca_file:
         with open(args.root_ca_file) as f:
             root_ca = f.read()
+    if not client.wait_healthy(60, stop):  # started beside the API server
+        logging.error("the API server did not become ready in 60 s")
+        return 1
     run(client, stop, args.node_monitor_grace_period, root_ca)
     return 0
 

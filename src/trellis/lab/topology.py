@@ -335,8 +335,8 @@ def _build(cfg: LabConfig, progress: Progress, timeout: float) -> None:
                               "--service-cidr", SERVICE_CIDR, "--ready-file", ready,
                               "--advertise-address", f"{MASTER_IP}:{API_PORT}",
                               "--max-pods", os.environ.get("TRELLIS_LAB_MAX_PODS", str(MAX_PODS))])
-    _wait(lambda: os.path.exists(ready), 20, "the API server to listen", cfg, "apiserver")
-    write_kubeconfig(cfg)
+    # the other components start beside it and wait for its /readyz, as on a booting cluster:
+    # their interpreters load while it does
     progress("starting the scheduler and controllers")
     # TRELLIS_NODE_MONITOR_GRACE: seconds without a kubelet Lease renewal before Ready is Unknown
     _spawn(cfg, "controller-manager", [py, "-m", "trellis.lab.controllermanager",
@@ -345,13 +345,15 @@ def _build(cfg: LabConfig, progress: Progress, timeout: float) -> None:
                                        "--root-ca-file", ca.ca.cert,
                                        "--node-monitor-grace-period", os.environ.get("TRELLIS_NODE_MONITOR_GRACE", "40")],
            cfg.ns("master"))
+    progress(f"starting {cfg.nodes} kubelets (CNI: {cfg.cni})")
+    for i in cfg.node_ids:
+        start_kubelet(cfg, i)
+    _wait(lambda: os.path.exists(ready), 20, "the API server to listen", cfg, "apiserver")
+    write_kubeconfig(cfg)
     if cfg.cni == "trellis":
         progress("installing trellis from its manifest (trellis manifests = deploy/trellis.yaml)")
         apply_manifest(cfg, trellis_manifest(cfg))
         apply_manifest(cfg, LB_POOL_MANIFEST)
-    progress(f"starting {cfg.nodes} kubelets (CNI: {cfg.cni})")
-    for i in cfg.node_ids:
-        start_kubelet(cfg, i)
     client = cfg.client()
     want = set(cfg.node_names())
 
@@ -363,8 +365,12 @@ def _build(cfg: LabConfig, progress: Progress, timeout: float) -> None:
         ready = {n["metadata"]["name"] for n in items if cfg.cni == "none" or (any(
             c["type"] == "Ready" and c["status"] == "True" for c in n.get("status", {}).get("conditions", []))
             and (cfg.cni != "trellis" or n.get("spec", {}).get("podCIDR")))}
-        progress(f"nodes {'registered' if cfg.cni == 'none' else 'ready'}: {len(ready & want)}/{len(want)}")
+        line = f"nodes {'registered' if cfg.cni == 'none' else 'ready'}: {len(ready & want)}/{len(want)}"
+        if line != shown[0]:
+            progress(line)
+            shown[0] = line
         return want <= ready
+    shown = [""]
     try:
         _wait(nodes_up, max(timeout - (time.monotonic() - t0), 10),
               "all nodes to register" if cfg.cni == "none" else "all nodes to be Ready", cfg)
@@ -423,17 +429,19 @@ def apply_manifest(cfg: LabConfig, name_or_text: str) -> None:
         with open(os.path.join(os.path.dirname(os.path.dirname(__file__)), "manifests", name_or_text)) as f:
             text = f.read()
     client = cfg.client()
+    disc = Discovery(client)
     try:
         for obj in yaml.safe_load_all(text):
             if obj:
                 for _ in range(50):  # a CRD's resource appears in discovery right after its creation
                     try:
-                        apply(client, Discovery(client), obj, "default")
+                        apply(client, disc, obj, "default")
                         break
                     except (ApiError, KeyError, LookupError):
+                        disc = Discovery(client)
                         time.sleep(0.1)
                 else:
-                    apply(client, Discovery(client), obj, "default")
+                    apply(client, disc, obj, "default")
     finally:
         client.close()
 
@@ -508,7 +516,7 @@ def _wait(cond: Callable[[], bool], timeout: float, what: str, cfg: LabConfig, c
             return
         if component and components(cfg).get(component) is None:
             break
-        time.sleep(0.2)
+        time.sleep(0.05)
     hint = f"; see {os.path.join(cfg.dir, 'logs', (component or 'apiserver') + '.log')}"
     raise LabError(f"timed out waiting for {what}{hint}")
 

@@ -144,7 +144,8 @@ def controller_deployment(o: Options) -> dict:
                     "priorityClassName": "system-cluster-critical", "serviceAccountName": CONTROLLER,
                     "tolerations": [
                         {"key": "node-role.kubernetes.io/control-plane", "operator": "Exists", "effect": "NoSchedule"},
-                        {"key": "node.kubernetes.io/not-ready", "operator": "Exists", "effect": "NoSchedule"}],
+                        # NoSchedule and NoExecute: the nodes are not ready until it has given them blocks
+                        {"key": "node.kubernetes.io/not-ready", "operator": "Exists"}],
                     "affinity": spread, "containers": [container],
                 }},
             }}

@@ -19,6 +19,7 @@ import uuid
 from typing import Callable
 
 import jwt
+from cryptography.hazmat.primitives import serialization
 
 from trellis.lab.apiserver.rbac import AUTHENTICATED, MASTERS, User
 
@@ -44,9 +45,16 @@ def user_from_peercert(peer: dict | None) -> User | None:
     return User(cn, tuple(orgs) + (AUTHENTICATED,)) if cn else None
 
 
+VERIFIED_CACHE = 4096  # tokens whose signature was checked, kept until they expire
+
+
 class Tokens:
     def __init__(self, private_pem: bytes, public_pem: bytes, get: Get) -> None:
-        self.private, self.public, self.get = private_pem, public_pem, get
+        # parsed once: PyJWT would parse a PEM key on every token (an RSA key load is milliseconds)
+        self.private = serialization.load_pem_private_key(private_pem, password=None)
+        self.public = serialization.load_pem_public_key(public_pem)
+        self.get = get
+        self._verified: dict[str, dict] = {}
 
     def issue(self, sa: dict, audiences: list[str] | None = None, ttl: int = DEFAULT_TTL,
               bound: dict | None = None) -> tuple[str, int]:
@@ -61,11 +69,30 @@ class Tokens:
             claims["kubernetes.io"][bound["kind"].lower()] = {"name": bound["name"], "uid": bound["uid"]}
         return jwt.encode(claims, self.private, algorithm="RS256"), exp
 
-    def authenticate(self, token: str) -> User | None:
+    def verified(self, token: str) -> dict | None:
+        """The claims of a token whose signature, issuer, audience and lifetime check out. A
+        signature once verified stays so: cached until the token expires (kube-apiserver caches
+        token authentications too), so a pod's every request does not cost an RSA verification.
+        The ServiceAccount and pod it names are looked up on every request all the same."""
+        now = time.time()
+        hit = self._verified.get(token)
+        if hit is not None and hit["exp"] > now:
+            return hit
         try:
             claims = jwt.decode(token, self.public, algorithms=["RS256"], audience=ISSUER, issuer=ISSUER,
                                 options={"require": ["exp", "sub", "iss", "aud"]})
         except jwt.PyJWTError:
+            return None
+        if len(self._verified) >= VERIFIED_CACHE:
+            self._verified = {t: c for t, c in self._verified.items() if c["exp"] > now}
+            if len(self._verified) >= VERIFIED_CACHE:
+                self._verified.clear()
+        self._verified[token] = claims
+        return claims
+
+    def authenticate(self, token: str) -> User | None:
+        claims = self.verified(token)
+        if claims is None:
             return None
         k8s = claims.get("kubernetes.io") or {}
         ns, sa_ref = k8s.get("namespace", ""), k8s.get("serviceaccount") or {}

@@ -505,7 +505,8 @@ def listen_socket(addr: str, netns: str | None = None) -> socket.socket:
 def secure_context(args) -> ssl.SSLContext:
     """TLS for the secure port: the serving certificate, and client certificates of the lab CA
     verified when sent (a request without one must then bring a token)."""
-    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)  # not create_default_context: no system CA store to load
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     ctx.load_cert_chain(args.tls_cert_file, args.tls_private_key_file)
     if args.client_ca_file:
         ctx.load_verify_locations(args.client_ca_file)

@@ -280,6 +280,9 @@ def main(argv: list[str] | None = None) -> int:
                 args.cni_bin_dir.split(":"), args.max_grace)
     signal.signal(signal.SIGTERM, lambda *_: k.shutdown())
     signal.signal(signal.SIGINT, lambda *_: k.shutdown())
+    if not client.wait_healthy(60, k.stop):  # started beside the API server, as on a booting node
+        log.error("the API server did not become ready in 60 s")
+        return 1
     k.run()
     return 0
 
