@@ -12,7 +12,8 @@ pytestmark = needs_root
 SERVER = textwrap.dedent("""
     import os, subprocess, sys, json
     from trellis.agent.cniserver import CNIServer
-    srv = CNIServer("@trellis-test/agent.sock", lambda: None, lambda: "no network yet")
+    from trellis.agent.health import NotReady
+    srv = CNIServer("@trellis-test/agent.sock", lambda: None, lambda: NotReady("no network yet"))
     srv.start()
     conf = json.dumps({"cniVersion": "1.1.0", "name": "n", "type": "trellis", "socket": "@trellis-test/agent.sock"})
     env = {"CNI_COMMAND": "STATUS", "CNI_PATH": "/nowhere", "PATH": os.environ["PATH"]}

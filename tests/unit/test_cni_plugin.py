@@ -63,14 +63,26 @@ def test_agent_down_means_try_again_later(sock_dir):
 
 
 def test_agent_not_ready_yet(sock_dir):
+    """STATUS answers 50 (CNI 1.1 "plugin not available") naming the controllers that have not
+    synced and why, from the agent's controller statuses; success once all have."""
+    from trellis.agent import health
+    from trellis.agent.syncloop import SyncStatus
+    statuses = [SyncStatus("routing", waiting="waiting for a pod CIDR"), SyncStatus("proxy", synced=True, syncs=1),
+                SyncStatus("policy", failing=True, last_error="nft: table busy", last_error_at=5.0, errors=1)]
     path = os.path.join(sock_dir, "agent.sock")
-    srv = CNIServer(path, lambda: None, lambda: "waiting for a pod CIDR")
+    srv = CNIServer(path, lambda: None, lambda: health.not_ready(statuses))
     srv.start()
     try:
         rc, out = run_cni(ADD_ENV, conf(path))
-        assert rc == 1 and out["code"] == 11 and "waiting for a pod CIDR" in out["msg"]
+        assert rc == 1 and out["code"] == 11 and "waiting for a pod CIDR" in out["details"]
         rc, out = run_cni({"CNI_COMMAND": "STATUS"}, conf(path, "1.1.0"))
-        assert rc == 1 and out["code"] == 50 and "not ready" in out["msg"]
+        assert rc == 1 and out["code"] == 50, out
+        assert out["msg"] == "the trellis agent is not ready: routing, policy not synced yet"
+        assert out["details"] == "routing: waiting for a pod CIDR; policy: sync failed: nft: table busy"
+        statuses[:] = [SyncStatus(n, synced=True, syncs=1) for n in ("routing", "proxy", "policy")]
+        p = subprocess.run(CNI, input=json.dumps(conf(path, "1.1.0")), capture_output=True, text=True, timeout=30,
+                           env={"PATH": os.environ["PATH"], "CNI_COMMAND": "STATUS"})
+        assert (p.returncode, p.stdout) == (0, ""), p.stdout
     finally:
         srv.stop()
 

@@ -18,6 +18,7 @@ import threading
 from typing import Callable
 
 from trellis.agent.dataplane import CNIFailure, PodNetwork, Request
+from trellis.agent.health import NotReady
 from trellis.cni.main import Failure, decode_request, parse_args, read_all
 from trellis.kernel.netns import KernelError
 from trellis.kube.events import WARNING, EventRecorder
@@ -56,11 +57,11 @@ def check_prev_result(config: dict) -> None:
 
 
 class CNIServer:
-    def __init__(self, path: str, network: Callable[[], PodNetwork | None], status: Callable[[], str | None],
+    def __init__(self, path: str, network: Callable[[], PodNetwork | None], status: Callable[[], NotReady | None],
                  on_add: Callable[[Request, str], None] | None = None,
                  on_del: Callable[[str, str], None] | None = None,
                  on_failure: Callable[[dict, CNIFailure], None] | None = None) -> None:
-        self.path, self.network, self.status = path, network, status
+        self.path, self.network, self.status = path, network, status  # status: None once ready
         self.on_add = on_add  # (request, ip): runs before ADD answers (policy goes in first)
         self.on_del = on_del  # (container ID, ifname): after DEL, and for each attachment GC released
         self.on_failure = on_failure  # (CNI_ARGS, failure): a failure with a reason becomes an Event
@@ -147,14 +148,16 @@ class CNIServer:
     def handle(self, msg: dict) -> dict:
         cmd = msg.get("command", "")
         try:
-            if cmd == "STATUS":
+            if cmd == "STATUS":  # CNI 1.1: 50, "plugin not available", until every controller synced
                 why = self.status()
-                if why:
-                    raise CNIFailure(50, f"the trellis agent is not ready: {why}")
+                if why is not None:
+                    raise CNIFailure(50, f"the trellis agent is not ready: {why.msg}", why.details)
                 return {"result": {}}
             net = self.network()
-            if net is None:
-                raise CNIFailure(11, f"the trellis agent is not ready yet: {self.status()}", "try again later")
+            if net is None:  # ADD needs the pod network only (policy keeps a new pod closed until it syncs)
+                why = self.status()
+                raise CNIFailure(11, f"the trellis agent is not ready yet: {why.msg if why else 'no pod network'}",
+                                 (why.details if why else "") or "try again later")
             req = Request(cmd, msg.get("containerID", ""), msg.get("netns", ""), msg.get("ifName", ""),
                           msg.get("args") or {}, msg.get("config") or {})
             if cmd == "ADD":

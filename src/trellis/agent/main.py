@@ -7,6 +7,11 @@ LoadBalancer IPs and enforces policy (fail closed). Nothing it needs lives only 
 kernel keeps links, routes and rules, the IPAM store is on disk, the node data
 is in the API. So pods keep connectivity while the agent is down, and on start
 it reconciles instead of rebuilding.
+
+Four controllers, one loop contract each (agent/syncloop.py): ``routing`` (routes to other nodes,
+the pod network once the node has its block, IPAM GC), ``proxy`` (agent/proxier.py), ``policy``
+(agent/policy.py) and ``lb`` (LoadBalancer announcement and healthCheckNodePort servers, after the
+proxy's view). Their statuses are the agent's health (agent/health.py) and CNI STATUS.
 """
 from __future__ import annotations
 
@@ -21,6 +26,7 @@ import time
 from trellis.agent.attachments import Attachment
 from trellis.agent.cniserver import CNIServer, pod_event
 from trellis.agent.dataplane import GATEWAY, PodNetwork
+from trellis.agent import health
 from trellis.agent.healthcheck import HealthChecks
 from trellis.agent.ipam import Allocator, DiskStore
 from trellis.agent import lbannounce
@@ -28,6 +34,7 @@ from trellis.agent.policy import PolicyController
 from trellis.agent import policy as policy_ctl
 from trellis.agent.proxier import Proxier
 from trellis.agent.routing import VXLAN_DEV, Routing
+from trellis.agent.syncloop import SyncLoop, SyncStatus
 from trellis.agent import nettable
 from trellis.names import JUDGED_MARK, TUNNEL_RULE_PRIORITY, TUNNEL_TABLE
 from trellis.kernel import netlink, nft
@@ -35,9 +42,10 @@ from trellis.proxy import nftables as proxy_nft
 from trellis.kernel.netns import KernelError
 from trellis.kube.client import KubeClient, client_for
 from trellis.kube.events import EventRecorder
-from trellis.kube.informer import Informer, WorkQueue
+from trellis.kube.informer import Informer
 
 log = logging.getLogger("trellis.agent")
+GC_EVERY = 30.0  # seconds between IPAM garbage collections
 
 
 class Agent:
@@ -55,20 +63,28 @@ class Agent:
         self.pods = Informer(client, "v1", "pods")
         self.services = Informer(client, "v1", "services")
         self.slices = Informer(client, "discovery.k8s.io/v1", "endpointslices")
-        self.queue = WorkQueue()
+        self.routing_loop = SyncLoop("routing", self.sync_routing, resync, waiting=self._routing_waits)
+        self.lb_loop = SyncLoop("lb", self.sync_lb, resync, waiting=self._lb_waits)
+        self.next_gc = time.monotonic() + GC_EVERY
         # the node's own address (its underlay device's): the source of masqueraded Service traffic
         node_ip = next((c.split("/")[0] for c in netlink.addresses(underlay_dev)), None)
         self.proxier = Proxier(self.services, self.slices, node, cluster_cidr,
-                               on_applied=lambda keys, t: self.queue.add("sync"), snat_ip=node_ip)
+                               on_applied=lambda keys, t: self.lb_loop.mark_dirty(), snat_ip=node_ip, beat=resync)
         self.health = HealthChecks(self.proxier.local_endpoints)
         self.events = EventRecorder(client, "trellis-agent", node)
         self.policy = PolicyController(client, node, cluster_cidr, pods=self.pods, slices=self.slices,
-                                       events=self.events, held=self._held)
-        self.server = CNIServer(socket_path, lambda: self.network, lambda: None if self.network else self.why_not_ready,
+                                       events=self.events, held=self._held, beat=resync)
+        self.server = CNIServer(socket_path, lambda: self.network, lambda: health.not_ready(self.statuses()),
                                 on_add=self.policy.pod_added, on_del=self.policy.attachment_deleted,
                                 on_failure=pod_event(self.events))
         self.stop = threading.Event()
-        self.heartbeat = 0.0
+
+    @property
+    def loops(self) -> list[SyncLoop]:
+        return [self.routing_loop, self.proxier.loop, self.policy.loop, self.lb_loop]
+
+    def statuses(self) -> list[SyncStatus]:
+        return [loop.status() for loop in self.loops]
 
     def _held(self) -> set[tuple[str, str]] | None:
         net = self.network
@@ -97,17 +113,27 @@ class Agent:
         log.info("node %s: pod block %s, mode %s, MTU %d off the node (%d between its pods); ready for pods",
                  self.node, block, self.routing.mode, net.mtu, net.link_mtu)
 
-    def sync(self) -> None:
+    def _routing_waits(self) -> str:
+        return "" if self.nodes.synced.is_set() else "waiting for nodes to list"
+
+    def sync_routing(self, full: bool) -> str | None:
+        """Routes to the other nodes; the pod network once this node has its block; IPAM GC."""
         state = self.routing.reconcile(self.nodes.items())
         if state.get("ready"):
             self._ensure_network(set(state["underlay_ips"]))
             if self.network is not None:
                 self.network.set_overlay_peers(set(state["underlay_ips"]))
-        if self.services.synced.is_set() and self.proxier.syncs:
-            self.sync_services()
-        self.heartbeat = time.time()
+        if time.monotonic() >= self.next_gc:
+            self.gc_pods()
+            self.next_gc = time.monotonic() + GC_EVERY
+        return None if self.network is not None else self.why_not_ready
 
-    def sync_services(self) -> None:
+    def _lb_waits(self) -> str:
+        if not (self.nodes.synced.is_set() and self.services.synced.is_set()):
+            return "waiting for nodes and services to list"
+        return "" if self.proxier.loop.status().synced else "waiting for the service proxy's first sync"
+
+    def sync_lb(self, full: bool) -> None:
         """LoadBalancer announcements and healthCheckNodePort servers follow the proxy's view."""
         def endpoint_nodes(ns: str, name: str) -> set[str]:
             return {e.node for p in self.proxier.ports.get(f"{ns}/{name}", []) for e in p.usable()}
@@ -135,29 +161,24 @@ class Agent:
         except KernelError as e:
             log.error("cannot install the policy skeleton: %s", e)
         self.server.start()
-        self.nodes.add_handler(lambda *a: self.queue.add("sync"))
+
+        def node_changed(*_) -> None:
+            self.routing_loop.mark_dirty()
+            self.lb_loop.mark_dirty()  # announcers follow the nodes
+        self.nodes.add_handler(node_changed)
         for inf in (self.nodes, self.pods, self.services, self.slices):
             inf.start()
-        threading.Thread(target=self.proxier.run, args=(self.stop,), daemon=True, name="proxy").start()
-        threading.Thread(target=self.policy.run, args=(self.stop,), daemon=True, name="policy").start()
-        next_gc = time.monotonic() + 30
-        while not self.stop.is_set():
-            self.queue.get(timeout=self.resync)
-            try:
-                self.sync()  # on node events and every resync period
-                if time.monotonic() >= next_gc:
-                    self.gc_pods()
-                    next_gc = time.monotonic() + 30
-            except KernelError as e:
-                log.warning("reconcile failed (%s); retrying", e)
-                self.queue.add("sync", 1.0)
+        self.routing_loop.start(self.stop)
+        for name, run in (("proxy", self.proxier.run), ("policy", self.policy.run)):
+            threading.Thread(target=run, args=(self.stop,), daemon=True, name=name).start()
+        self.lb_loop.start(self.stop)
+        while not self.stop.wait(1.0):  # a timeout, so SIGTERM's handler runs promptly
+            pass
 
     def serve_metrics(self, port: int, addr: str = "0.0.0.0") -> None:
         """Prometheus metrics on ``addr:port`` of the node (agent/metrics.py), and the health
         endpoints the DaemonSet's probes ask (agent/health.py)."""
         from prometheus_client import CollectorRegistry, make_wsgi_app
-
-        from trellis.agent import health
 
         from trellis.agent import metrics
         from trellis.policy import nftables as pnft
@@ -169,19 +190,18 @@ class Agent:
             a = net.ipam
             return len(a.store.all()), int(a.last) - int(a.first) + 1
 
-        def controllers():
-            yield "proxy", self.proxier.syncs, metrics.wall(self.proxier.last_sync)
-            yield "policy", self.policy.syncs, metrics.wall(self.policy.last_sync)
         registry = CollectorRegistry(auto_describe=False)
         registry.register(metrics.AgentCollector(
-            self.node, lambda: nft.list_table("inet", pnft.TABLE, self.policy.netns), ipam, controllers,
+            self.node, lambda: nft.list_table("inet", pnft.TABLE, self.policy.netns), ipam, self.statuses,
             lambda: len(self.policy.errors)))
-        self.metrics_server = health.serve(addr, port, health.of(self), make_wsgi_app(registry))
-        log.info("metrics on %s:%d/metrics, health on /livez and /readyz", addr, port)
+        syncs = metrics.SyncMetrics(registry, self.node, [loop.name for loop in self.loops])
+        for loop in self.loops:
+            loop.observers.append(syncs.observe)
+        self.metrics_server = health.serve(addr, port, self.statuses, self.resync, make_wsgi_app(registry))
+        log.info("metrics on %s:%d/metrics, health on /livez, /readyz and /statusz", addr, port)
 
     def shutdown(self) -> None:
         self.stop.set()
-        self.queue.add("sync")
         self.server.stop()
         self.health.stop()
         if getattr(self, "metrics_server", None) is not None:

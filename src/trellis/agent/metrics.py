@@ -12,7 +12,9 @@ work on the packet path and a series can never disagree with the state it descri
 - ``trellis_policy_denied_bytes_total`` likewise, in bytes.
 - ``trellis_ipam_addresses{state="allocated"|"capacity"}``: the node's pod block.
 - ``trellis_controller_syncs_total{controller}``, ``trellis_controller_last_sync_timestamp_seconds``:
-  the proxy's and the policy controller's full syncs.
+  each agent controller's syncs that did not raise, from its ``SyncStatus`` (agent/syncloop.py).
+- ``trellis_agent_sync_duration_seconds{controller}`` (histogram) and
+  ``trellis_agent_sync_errors_total{controller}``: every sync, observed by ``SyncMetrics``.
 - ``trellis_policy_objects_not_enforced``: policy objects the agent left out (each has an Event).
 
 Label sets are bounded: layers, directions and controllers are fixed words.
@@ -21,11 +23,13 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from typing import Callable, Iterable
 
+from prometheus_client import Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
-from prometheus_client.registry import Collector
+from prometheus_client.registry import Collector, CollectorRegistry
+
+from trellis.agent.syncloop import SyncStatus
 
 log = logging.getLogger("trellis.agent")
 PORT = 9753
@@ -88,7 +92,7 @@ class Totals:
 
 class AgentCollector(Collector):
     def __init__(self, node: str, policy_table: Callable[[], dict | None], ipam: Callable[[], tuple[int, int] | None],
-                 controllers: Callable[[], Iterable[tuple[str, int, float]]],
+                 controllers: Callable[[], Iterable[SyncStatus]],
                  not_enforced: Callable[[], int]) -> None:
         self.node, self.policy_table, self.ipam = node, policy_table, ipam
         self.controllers, self.not_enforced = controllers, not_enforced
@@ -117,15 +121,15 @@ class AgentCollector(Collector):
             addrs.add_metric([self.node, "allocated"], usage[0])
             addrs.add_metric([self.node, "capacity"], usage[1])
         yield addrs
-        syncs = CounterMetricFamily("trellis_controller_syncs", "Full syncs of each agent controller",
+        syncs = CounterMetricFamily("trellis_controller_syncs", "Syncs of each agent controller that did not fail",
                                     labels=["node", "controller"])
         last = GaugeMetricFamily("trellis_controller_last_sync_timestamp_seconds",
-                                 "When each controller last finished a full sync (Unix time)",
+                                 "When each controller last finished a sync that did not fail (Unix time)",
                                  labels=["node", "controller"])
-        for name, n, at in self.controllers():
-            syncs.add_metric([self.node, name], n)
-            if at:
-                last.add_metric([self.node, name], at)
+        for st in self.controllers():
+            syncs.add_metric([self.node, st.controller], st.syncs)
+            if st.last_sync_at:
+                last.add_metric([self.node, st.controller], st.last_sync_at)
         yield syncs
         yield last
         yield GaugeMetricFamily("trellis_policy_objects_not_enforced",
@@ -133,6 +137,22 @@ class AgentCollector(Collector):
                                 value=self.not_enforced())
 
 
-def wall(monotonic_at: float) -> float:
-    """A time.monotonic() stamp as Unix time (0 stays 0: never)."""
-    return time.time() - (time.monotonic() - monotonic_at) if monotonic_at else 0.0
+class SyncMetrics:
+    """Every sync of every controller, as a ``SyncLoop`` observer: how long it took, and whether it
+    raised. The error counter starts at 0 for each controller, so a rate over it is defined."""
+    BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+    def __init__(self, registry: CollectorRegistry, node: str, controllers: Iterable[str]) -> None:
+        self.node = node
+        self.duration = Histogram("trellis_agent_sync_duration_seconds", "How long each sync of a controller took",
+                                  ["node", "controller"], registry=registry, buckets=self.BUCKETS)
+        self.errors = Counter("trellis_agent_sync_errors", "Syncs of a controller that failed (and were retried)",
+                              ["node", "controller"], registry=registry)
+        for name in controllers:
+            self.errors.labels(node, name)
+            self.duration.labels(node, name)
+
+    def observe(self, controller: str, seconds: float, error: str | None) -> None:
+        self.duration.labels(self.node, controller).observe(seconds)
+        if error is not None:
+            self.errors.labels(self.node, controller).inc()

@@ -12,8 +12,9 @@ Fail closed, in three places:
 * CNI ADD compiles the new pod's policy before it returns (``pod_added``), so
   the pod never sees traffic its policy denies and gets what it allows at once.
 
-Events are applied incrementally (set elements, map entries, new chains) by
-one worker; a full sync runs at start, after an error, and every 5 minutes.
+Handlers update ``PolicyState`` and mark the loop dirty (agent/syncloop.py); its one worker
+applies the changes incrementally (set elements, map entries, new chains); a full sync runs
+first (once the watches have listed), after an error, and every ``resync`` seconds (5 minutes).
 """
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ from typing import Callable
 
 from trellis.agent import configcheck
 from trellis.agent.attachments import Attachment, Attachments
+from trellis.agent.syncloop import SyncLoop
 from trellis.kernel import nft
 from trellis.kube.events import WARNING, EventRecorder
 from trellis.kernel.netns import KernelError
@@ -42,10 +44,12 @@ class PolicyController:
     def __init__(self, client: KubeClient, node: str, cluster_cidr: str, netns: str | None = None,
                  resync: float = 300.0, pods: Informer | None = None, slices: Informer | None = None,
                  events: EventRecorder | None = None,
-                 held: Callable[[], set[tuple[str, str]] | None] | None = None, grace: float = 30.0) -> None:
+                 held: Callable[[], set[tuple[str, str]] | None] | None = None, grace: float = 30.0,
+                 beat: float | None = None, optional_grace: float = 10.0) -> None:
         """``held``: the (container ID, ifname) attachments IPAM holds now (None: not known yet),
         for the full sync to drop book entries whose DEL was missed; ``grace``: how long an ADD
-        may name a pod the watch does not show yet."""
+        may name a pod the watch does not show yet; ``optional_grace``: how long the first sync
+        waits for the optional watches (CRDs) once the required ones have listed."""
         self.client, self.node, self.netns, self.resync = client, node, netns, resync
         self.cluster_cidr = cluster_cidr
         self.state = PolicyState()
@@ -70,11 +74,11 @@ class PolicyController:
         self.endpoint_ips: frozenset[str] = frozenset()
         self.required = (self.pods, self.namespaces, self.netpols, self.slices)
         self.optional = (self.groups, self.contracts, *self.configs, self.deployments)  # CRDs may be missing on a real cluster
-        self.dirty = threading.Event()
-        self.synced = threading.Event()
-        self.last_change = 0.0
-        self.syncs = 0
-        self.last_sync = 0.0
+        self.synced = threading.Event()  # the first full sync is in: changes apply at once (CNI ADD)
+        self.optional_grace = optional_grace
+        self._listed_at: float | None = None  # when the required watches had all listed
+        self._late: set[int] = set()          # optional watches given up on (ids; logged once)
+        self.loop = SyncLoop("policy", self._sync, resync, beat, waiting=self._waiting)
         self.errors: dict[str, str] = {}          # object key -> why it is not enforced
         self.events = events
         self.config_reported: tuple[str, str] | None = None  # (uid, resourceVersion) last checked
@@ -160,8 +164,7 @@ class PolicyController:
         self._put("config", "DELETED" if in_force is None else "MODIFIED", in_force or obj)
 
     def _changed(self) -> None:
-        self.last_change = time.monotonic()
-        self.dirty.set()
+        self.loop.mark_dirty()
 
     def pod_added(self, req, ip: str) -> None:
         """CNI ADD (``req``: the agent's ``Request``): record the attachment, then compile and
@@ -243,8 +246,6 @@ class PolicyController:
             want = pnft.desired(self.state, self.node, self.endpoint_ips)
             nft.apply(pnft.full(want, self.cluster_cidr), "policy full sync", self.netns)
             self.applied = want
-            self.syncs += 1
-            self.last_sync = time.monotonic()
 
     def _apply_changes(self) -> None:
         want = pnft.desired(self.state, self.node, self.endpoint_ips)
@@ -255,19 +256,34 @@ class PolicyController:
             if script:
                 nft.apply(script, "policy update", self.netns)
         self.applied = want
-        self.syncs += 1
-        self.last_sync = time.monotonic()
 
-    def wait_synced(self, stop: threading.Event, grace: float = 10.0) -> bool:
-        for inf in self.required:
-            while not inf.synced.wait(0.2):
-                if stop.is_set():
-                    return False
-        deadline = time.monotonic() + grace
-        for inf in self.optional:
-            if not inf.synced.wait(max(0.0, deadline - time.monotonic())):
-                log.warning("%s not listed after %.0fs (CRD missing?); going on without it", inf.plural, grace)
-        return True
+    def _waiting(self) -> str:
+        """The first sync waits for the required watches, then up to ``optional_grace`` for the
+        optional ones (a real cluster may lack the CRDs: it goes on without them)."""
+        behind = [inf.plural for inf in self.required if not inf.synced.is_set()]
+        if behind:
+            return f"waiting for {', '.join(behind)} to list"
+        now = time.monotonic()
+        if self._listed_at is None:
+            self._listed_at = now
+        late = [inf for inf in self.optional if not inf.synced.is_set() and id(inf) not in self._late]
+        if late and now - self._listed_at < self.optional_grace:
+            return f"waiting for {', '.join(inf.plural for inf in late)} to list"
+        for inf in late:
+            log.warning("%s not listed after %.0fs (CRD missing?); going on without it", inf.plural,
+                        self.optional_grace)
+            self._late.add(id(inf))
+        return ""
+
+    def _sync(self, full: bool) -> None:
+        if full:
+            self.full_sync()
+            self.synced.set()
+            log.info("policy full sync: %d local pods, %d chains, %d sets",
+                     len(self.applied.known), len(self.applied.chains), len(self.applied.sets))
+        else:
+            with self.lock:
+                self._apply_changes()
 
     def start_informers(self) -> None:
         for inf in (*self.required, *self.optional):
@@ -280,25 +296,7 @@ class PolicyController:
         except KernelError as e:
             log.error("cannot install the policy skeleton: %s", e)
         self.start_informers()
-        if not self.wait_synced(stop):
-            return
-        next_full = 0.0
-        while not stop.is_set():
-            try:
-                if time.monotonic() >= next_full:
-                    self.full_sync()
-                    self.synced.set()
-                    next_full = time.monotonic() + self.resync
-                    log.info("policy full sync: %d local pods, %d chains, %d sets",
-                             len(self.applied.known), len(self.applied.chains), len(self.applied.sets))
-                elif self.dirty.is_set():
-                    self.dirty.clear()
-                    with self.lock:
-                        self._apply_changes()
-            except KernelError as e:
-                log.warning("policy sync failed (%s); full sync next", e)
-                next_full = time.monotonic() + 1.0
-            self.dirty.wait(timeout=min(1.0, max(0.05, next_full - time.monotonic())))
+        self.loop.run(stop)
 
 
 def cleanup(netns: str | None = None) -> None:

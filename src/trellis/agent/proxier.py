@@ -1,10 +1,11 @@
 """The agent's service proxy: Services + EndpointSlices -> ``table inet trellis-proxy``.
 
-Event handlers only record which services changed. One worker turns the
-changed services into the minimal nft transaction (``proxy.nftables``) from
-state kept in memory — the ruleset is never read back, except once at start to
+Event handlers only record which services changed and mark the loop dirty (agent/syncloop.py).
+Its one worker turns the changed services into the minimal nft transaction (``proxy.nftables``)
+from state kept in memory — the ruleset is never read back, except once at start to
 learn which chains an earlier agent left. A full sync runs at start, after a
 failed transaction, and every ``resync`` seconds; it keeps affinity entries.
+``on_applied(keys, t)`` is told which services a sync put in the table.
 Conntrack: when a UDP endpoint goes, its flows are deleted (UDP has no close,
 so a client would otherwise keep sending into the void); when a UDP service gets
 its first endpoint, flows that were rejected while it had none are deleted too.
@@ -17,6 +18,7 @@ import threading
 import time
 from typing import Callable
 
+from trellis.agent.syncloop import SyncLoop
 from trellis.kernel import nft
 from trellis.kernel.netns import KernelError
 from trellis.kube.informer import Informer
@@ -30,19 +32,19 @@ SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 class Proxier:
     def __init__(self, services: Informer, slices: Informer, node: str, cluster_cidr: str,
                  netns: str | None = None, resync: float = 300.0,
-                 on_applied: Callable[[set[str], float], None] | None = None, snat_ip: str | None = None) -> None:
+                 on_applied: Callable[[set[str], float], None] | None = None, snat_ip: str | None = None,
+                 beat: float | None = None) -> None:
         self.services, self.slices = services, slices
         self.snat_ip = snat_ip  # the node's address, the source of masqueraded service traffic
         self.node, self.cluster_cidr, self.netns, self.resync = node, cluster_cidr, netns, resync
         self.on_applied = on_applied
-        self._lock = threading.Condition()
+        self._lock = threading.Lock()
         self._dirty: dict[str, float] = {}  # service key -> when first marked
         self._by_service: dict[str, dict[str, dict]] = {}  # service key -> slice key -> slice
         self.ports: dict[str, list[ServicePort]] = {}  # service key -> its ports, as programmed
         self.objects: dict[str, pnft.Objects] = {}  # service key -> what it owns in the table
-        self.need_full = True
-        self.last_sync = 0.0
-        self.syncs = 0
+        self.syncs = 0  # full syncs
+        self.loop = SyncLoop("proxy", self._sync, resync, beat, waiting=self._waiting)
         services.add_handler(self._on_service)
         slices.add_handler(self._on_slice)
 
@@ -50,7 +52,7 @@ class Proxier:
     def _mark(self, key: str) -> None:
         with self._lock:
             self._dirty.setdefault(key, time.monotonic())
-            self._lock.notify()
+        self.loop.mark_dirty()
 
     def _on_service(self, typ: str, svc: dict, old: dict | None) -> None:
         self._mark(f"{svc['metadata'].get('namespace', '')}/{svc['metadata']['name']}")
@@ -89,8 +91,6 @@ class Proxier:
         return ports, pnft.merge(pnft.compile_port(p, self.node, self.cluster_cidr) for p in ports)
 
     def full_sync(self) -> None:
-        with self._lock:
-            self._dirty.clear()
         keys = {f"{s['metadata'].get('namespace', '')}/{s['metadata']['name']}" for s in self.services.items()}
         ports, objects = {}, {}
         for k in keys:
@@ -106,9 +106,8 @@ class Proxier:
                                self.snat_ip)
         nft.apply(script, f"full sync of {len(objects)} services", self.netns)
         old_ports = self.ports
-        self.ports, self.objects, self.need_full = ports, objects, False
+        self.ports, self.objects = ports, objects
         self.syncs += 1
-        self.last_sync = time.monotonic()
         self._conntrack_cleanup([(old_ports.get(k, []), ports.get(k, [])) for k in set(old_ports) | set(ports)])
         log.info("full sync: %d services, %d chains", len(objects), sum(len(o.chains) for o in objects.values()))
 
@@ -163,29 +162,28 @@ class Proxier:
             subprocess.run(pre + ["conntrack", "-D", *args], capture_output=True, timeout=10)
 
     # ---- worker ----
+    def _waiting(self) -> str:
+        behind = [inf.plural for inf in (self.services, self.slices) if not inf.synced.is_set()]
+        return f"waiting for {' and '.join(behind)} to list" if behind else ""
+
+    def _sync(self, full: bool) -> None:
+        with self._lock:
+            batch, self._dirty = self._dirty, {}
+        try:
+            if full:
+                self.full_sync()
+            elif batch:
+                self.sync_changed(set(batch))
+        except BaseException:
+            with self._lock:  # the retry's full sync covers them; on_applied is told after it
+                for k, t in batch.items():
+                    self._dirty.setdefault(k, t)
+            raise
+        if self.on_applied and batch:
+            self.on_applied(set(batch), time.monotonic())
+
     def run(self, stop: threading.Event) -> None:
-        for inf in (self.services, self.slices):
-            inf.synced.wait()
-        while not stop.is_set():
-            with self._lock:
-                if not self._dirty and not self.need_full:
-                    self._lock.wait(timeout=min(1.0, self.resync))
-                batch = dict(self._dirty)
-                self._dirty.clear()
-            due = time.monotonic() - self.last_sync >= self.resync
-            try:
-                if self.need_full or due:
-                    self.full_sync()
-                elif batch:
-                    self.sync_changed(set(batch))
-                else:
-                    continue
-                if self.on_applied and batch:
-                    self.on_applied(set(batch), time.monotonic())
-            except (KernelError, subprocess.SubprocessError) as e:
-                log.warning("proxy sync failed (%s); full sync in 1 s", e)
-                self.need_full = True
-                stop.wait(1.0)
+        self.loop.run(stop)
 
     def local_endpoints(self, ns: str, name: str) -> int:
         """For healthCheckNodePort: this node's usable endpoints of the service."""
