@@ -6,6 +6,7 @@ import time
 import pytest
 
 from conftest import needs_root
+from fakes import FakeInformer
 from nsutil import PY, Spaces, sh
 from trellis.agent.dataplane import PodNetwork, Request
 from trellis.agent.ipam import Allocator, MemoryStore
@@ -14,35 +15,6 @@ from trellis.kernel import netlink, nft
 from trellis.proxy import nftables as pnft
 
 pytestmark = needs_root
-
-
-class FakeInformer:
-    """The Informer surface the Proxier uses, fed by the test."""
-
-    def __init__(self):
-        self.cache, self.handlers, self.synced = {}, [], threading.Event()
-        self.synced.set()
-
-    def add_handler(self, h):
-        self.handlers.append(h)
-
-    def items(self):
-        return list(self.cache.values())
-
-    def get(self, ns, name):
-        return self.cache.get(f"{ns}/{name}")
-
-    def put(self, obj):
-        key = f"{obj['metadata'].get('namespace', '')}/{obj['metadata']['name']}"
-        old = self.cache.get(key)
-        self.cache[key] = obj
-        for h in self.handlers:
-            h("MODIFIED" if old else "ADDED", obj, old)
-
-    def remove(self, ns, name):
-        obj = self.cache.pop(f"{ns}/{name}")
-        for h in self.handlers:
-            h("DELETED", obj, None)
 
 
 def service(name, ip, port=80, proto="TCP"):

@@ -4,6 +4,7 @@ import threading
 from contextlib import contextmanager
 
 from conftest import wait_until
+from fakes import FakeInformer
 
 from trellis.agent.syncloop import CHANGES, FULL, Schedule, SyncLoop, SyncStatus
 
@@ -136,6 +137,14 @@ def test_an_error_is_retried_in_full_with_back_off_and_kept_in_the_status():
                            last_turn_at=1002.0, busy_since=0.0, last_sync_at=1002.0, last_sync_seconds=2.5,
                            last_error="nft: busy (0 more)", last_error_at=1001.0, syncs=1, errors=2)
     assert s.problem() == ""
+    # a failed sync of changes is retried as a full one, not as changes
+    ctl.fail = 1
+    loop.mark_dirty()
+    loop.turn(stop)
+    assert ctl.kinds[-1] == CHANGES and loop.status().failing
+    clock.t += 0.5
+    loop.turn(stop)
+    assert ctl.kinds[-1] == FULL and not loop.status().failing and loop.status().errors == 3
 
 
 def test_waiting_and_pending_are_not_synced_and_not_errors():
@@ -195,3 +204,45 @@ def test_policy_waits_for_required_then_briefly_for_optional_watches():
     assert pc._waiting().startswith("waiting for endpointgroups, contracts, configmaps")
     pc.optional_grace = 0
     assert pc._waiting() == ""  # a real cluster without the CRDs goes on without them
+
+
+def test_the_proxy_on_the_loop_retries_a_failed_update_in_full_and_still_reports_it(monkeypatch):
+    """Handlers only mark; a failed transaction's services are applied by the full retry, and
+    ``on_applied`` (the LB announcer's trigger) is told of them then."""
+    from trellis.agent import proxier as proxier_mod
+
+    scripts, fail = [], [0]
+
+    def apply(script, what, netns=None):
+        if fail[0]:
+            fail[0] -= 1
+            raise RuntimeError(f"nft: {what}: busy")
+        scripts.append(what)
+    monkeypatch.setattr(proxier_mod.nft, "apply", apply)
+    monkeypatch.setattr(proxier_mod.nft, "list_table", lambda *a: None)
+    services, slices = FakeInformer("services", synced=False), FakeInformer("endpointslices", synced=False)
+    applied = []
+    clock = Clock()
+    px = proxier_mod.Proxier(services, slices, "n1", "10.244.0.0/16", on_applied=lambda keys, t: applied.append(keys))
+    px.loop = SyncLoop("proxy", px._sync, 300, 10, waiting=px._waiting, clock=clock, wall=clock)
+    stop = threading.Event()
+    px.loop.turn(stop)
+    assert px.loop.status().waiting == "waiting for services and endpointslices to list" and scripts == []
+    services.synced.set()
+    slices.synced.set()
+    px.loop.turn(stop)
+    assert scripts == ["full sync of 0 services"] and px.loop.status().synced
+    svc = {"metadata": {"namespace": "default", "name": "web"},
+           "spec": {"clusterIP": "10.96.0.5", "ports": [{"port": 80, "protocol": "TCP"}]}}
+    services.put(svc)
+    assert scripts == ["full sync of 0 services"]  # the handler did no work
+    sl = {"metadata": {"namespace": "default", "name": "web-1", "labels": {"kubernetes.io/service-name": "web"}},
+          "endpoints": [{"addresses": ["10.244.1.5"], "conditions": {"ready": True}}],
+          "ports": [{"port": 8080, "protocol": "TCP"}]}
+    fail[0] = 1
+    slices.put(sl)
+    px.loop.turn(stop)
+    assert px.loop.status().failing and applied == []
+    clock.t += 0.5
+    px.loop.turn(stop)
+    assert scripts[-1] == "full sync of 1 services" and applied == [{"default/web"}]
