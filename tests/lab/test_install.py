@@ -1,6 +1,9 @@
 """trellis installed the way a real CNI is (issue 12): a bare lab (what kubeadm leaves: nodes NotReady,
 pods Pending), then `kubectl apply` of the manifest `trellis manifests` renders; a rollout restart of
-the agents under a held connection and a denied probe; the DaemonSet deleted and applied again."""
+the agents under a held connection and a denied probe; the DaemonSet deleted and applied again;
+uninstall (kubectl delete, then `trellis manifests --cleanup`) leaves every node as it was before."""
+import json
+import os
 import subprocess
 import textwrap
 import time
@@ -36,6 +39,37 @@ PROBE = textwrap.dedent("""
 """)
 
 
+# paths the kubelet creates for the agent's hostPath volumes (type FileOrCreate) that belong to the
+# host, not to trellis: the iptables lock every netfilter user on the node shares
+HOST_OWNED = {"run/xtables.lock"}
+BEFORE: dict[str, dict] = {}
+
+
+def footprint(cfg, node) -> dict:
+    """What a node has that trellis could have made: links, addresses, routes of every table,
+    rules, nftables tables (in the node's network namespace) and files (in its view of the host)."""
+    ns = cfg.ns(node)
+
+    def ip(*args):
+        return json.loads(subprocess.run(["ip", "-n", ns, "-j", *args], capture_output=True, text=True,
+                                         check=True).stdout or "[]")
+    def mine(addr: str) -> bool:  # IPv6 link-local: the kernel's, added whenever a link comes up
+        return not addr.startswith("fe80:")
+    links = sorted((li["ifname"], li.get("linkinfo", {}).get("info_kind", "")) for li in ip("-d", "link", "show"))
+    addrs = sorted((a["ifname"], i["local"], i["prefixlen"], i.get("label", "")) for a in ip("addr", "show")
+                   for i in a.get("addr_info", []) if mine(i["local"]))
+    routes = sorted((r.get("table", "main"), r["dst"], r.get("dev", ""), r.get("protocol", ""))
+                    for r in ip("route", "show", "table", "all") if mine(r["dst"]))
+    rules = sorted(json.dumps(r, sort_keys=True) for r in ip("rule", "show"))
+    nft = subprocess.run(["ip", "netns", "exec", ns, "nft", "list", "tables"], capture_output=True, text=True,
+                         check=True).stdout.split("\n")
+    root = topology.node_root(cfg, node)
+    files = sorted(os.path.relpath(os.path.join(d, f), root) for d, dirs, names in os.walk(root)
+                   for f in names + dirs)
+    return {"links": links, "addresses": addrs, "routes": routes, "rules": rules,
+            "nft": sorted(t for t in nft if t), "files": [f for f in files if f not in HOST_OWNED]}
+
+
 @pytest.fixture(scope="module")
 def bare():
     if not ROOT:
@@ -43,6 +77,7 @@ def bare():
     name = unique("ti")
     cfg = topology.up(name, 3, cni="none")
     try:
+        BEFORE.update({n: footprint(cfg, n) for n in cfg.node_names()})  # what kubeadm left, for uninstall
         yield cfg
     finally:
         topology.down(name, force=True)
@@ -170,3 +205,31 @@ def test_deleting_the_daemonset_leaves_networking_and_applying_it_again_restores
     assert connect(bare.name, "cli", f"{srv}:80").stdout.strip() == "srv"
     kc.create("v1", "pods", pod("after", "node-3"), "default")
     assert connect(bare.name, "cli", f"{running(kc, 'after')['status']['podIP']}:80").stdout.strip() == "after"
+
+
+def test_uninstall_leaves_every_node_as_it_was_before_trellis(bare, kc, kubectl, manifest, tmp_path):
+    """docs/install.md's uninstall: the workloads go (while trellis can still unwire them), then
+    `kubectl delete -f trellis.yaml`, then the cleanup DaemonSet; every node is then what the bare
+    lab was: no trellis link, address, route, rule, table or file, and NotReady again."""
+    assert any(f.startswith("opt/cni/bin/trellis") for f in footprint(bare, "node-1")["files"])  # installed
+    kubectl("delete", "pods", "--all", "-n", "default", "--wait=true", "--timeout=60s", timeout=70)
+    wait_for(lambda: not kc.list("v1", "pods", "default")[0], 60, "the workloads gone")
+    kubectl("delete", "-f", manifest, "--wait=true", "--timeout=90s", timeout=100)
+    wait_for(lambda: not kc.list("v1", "pods", NS)[0], 60, "trellis' pods gone")
+    cleanup = tmp_path / "cleanup.yaml"
+    p = subprocess.run([PY, "-m", "trellis.cli.main", "manifests", "--cleanup", "-o", str(cleanup)],
+                       capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    kubectl("apply", "-f", str(cleanup))
+    kubectl("rollout", "status", "ds/trellis-cleanup", "-n", "kube-system", "--timeout=90s", timeout=100)
+    logs = kubectl("logs", "-n", "kube-system", "ds/trellis-cleanup", "-c", "uninstall-cni").stdout
+    assert "removed" in logs and "10-trellis.conflist" in logs
+    logs = kubectl("logs", "-n", "kube-system", "ds/trellis-cleanup", "-c", "remove-agent-state").stdout
+    assert "removed table inet trellis-net" in logs and "removed /host/var/lib/trellis/agent" in logs, logs
+    kubectl("delete", "-f", str(cleanup), "--wait=true", "--timeout=60s", timeout=70)
+    for node in bare.node_names():
+        now, then = footprint(bare, node), BEFORE[node]
+        assert now == then, (node, {k: {"left": sorted(set(now[k]) - set(then[k])),
+                                        "gone": sorted(set(then[k]) - set(now[k]))} for k in now if now[k] != then[k]})
+    wait_for(lambda: all(any(c["type"] == "Ready" and c["status"] == "False" for c in n["status"]["conditions"])
+                         for n in kc.list("v1", "nodes")[0]), 30, "the nodes NotReady again (no CNI config)")

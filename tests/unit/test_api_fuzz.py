@@ -28,7 +28,7 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from trellis.lab.apiserver import reqinput, schema
+from trellis.lab.apiserver import api as api_mod, reqinput, schema
 from trellis.lab.apiserver.api import Api
 from trellis.lab.apiserver.server import Server, make_app
 from trellis.lab.apiserver.store import Store
@@ -183,6 +183,9 @@ def assert_typed(api: Api) -> None:
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
+    # a namespace's content goes at once, within the request that deleted it: otherwise the
+    # namespace controller's pass lands inside a later request's before/after snapshots
+    saved, api_mod.NAMESPACE_CONTROLLER_DELAY = api_mod.NAMESPACE_CONTROLLER_DELAY, 0.0
     loop = asyncio.new_event_loop()
     d = str(tmp_path_factory.mktemp("apifuzz"))
     api = Api(Store(os.path.join(d, "api.sqlite")), max_pods=50)
@@ -202,6 +205,7 @@ def served(tmp_path_factory):
     yield api, send
     loop.run_until_complete(client.close())
     loop.close()
+    api_mod.NAMESPACE_CONTROLLER_DELAY = saved
 
 
 def test_every_malformed_request_is_refused_cleanly(served):

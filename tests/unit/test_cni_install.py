@@ -85,3 +85,22 @@ def test_refuses_to_install_while_the_api_server_is_not_set(tmp_path, monkeypatc
     assert install.main(["--bin-dir", bin_dir, "--conf-dir", conf_dir]) == 1
     assert "trellis manifests --api-server HOST:PORT" in capsys.readouterr().err
     assert not os.path.exists(conf_dir)  # the node stays NotReady: no CNI config
+
+
+def test_uninstall_removes_what_install_wrote_and_nothing_else(tmp_path, capsys):
+    bin_dir, conf_dir = dirs(tmp_path)
+    os.makedirs(bin_dir)
+    os.makedirs(conf_dir)
+    others = [os.path.join(bin_dir, "bridge"), os.path.join(conf_dir, "99-loopback.conf")]
+    for path in others:
+        with open(path, "w") as f:
+            f.write("another plugin's\n")
+    before = sorted(os.listdir(bin_dir)), sorted(os.listdir(conf_dir))
+    install.install(bin_dir, conf_dir)
+    assert install.main(["--uninstall", "--bin-dir", bin_dir, "--conf-dir", conf_dir]) == 0
+    out = capsys.readouterr().out
+    assert f"removed {os.path.join(conf_dir, install.CONFLIST)}" in out and "trellis.d" in out
+    assert (sorted(os.listdir(bin_dir)), sorted(os.listdir(conf_dir))) == before
+    # again: nothing left to remove, said so, still success
+    assert install.main(["--uninstall", "--bin-dir", bin_dir, "--conf-dir", conf_dir]) == 0
+    assert "no trellis-cni" in capsys.readouterr().out

@@ -31,14 +31,11 @@ from trellis.agent.healthcheck import HealthChecks
 from trellis.agent.ipam import Allocator, DiskStore
 from trellis.agent import lbannounce
 from trellis.agent.policy import PolicyController
-from trellis.agent import policy as policy_ctl
 from trellis.agent.proxier import Proxier
-from trellis.agent.routing import VXLAN_DEV, Routing
+from trellis.agent.routing import Routing
 from trellis.agent.syncloop import SyncLoop, SyncStatus
-from trellis.agent import nettable
-from trellis.names import JUDGED_MARK, TUNNEL_RULE_PRIORITY, TUNNEL_TABLE
+from trellis.agent import uninstall
 from trellis.kernel import netlink, nft
-from trellis.proxy import nftables as proxy_nft
 from trellis.kernel.netns import KernelError
 from trellis.kube.client import KubeClient, client_for
 from trellis.kube.events import EventRecorder
@@ -208,31 +205,11 @@ class Agent:
             self.metrics_server.shutdown()
 
 
-def cleanup() -> None:
-    """Remove everything the agent put in this namespace (for uninstall, not restart)."""
-    netlink.delete_link(VXLAN_DEV)
-    for cidr in netlink.addresses(lbannounce.LB_DEV, label=lbannounce.LB_LABEL):
-        netlink.delete_address(lbannounce.LB_DEV, cidr)
-    for r in netlink.owned_routes():
-        netlink.delete_route(r.dst)
-    netlink.delete_fwmark_rule(TUNNEL_RULE_PRIORITY, JUDGED_MARK, TUNNEL_TABLE)  # direct mode's tunnel
-    for r in netlink.owned_routes(table=TUNNEL_TABLE):
-        netlink.delete_route(r.dst, table=TUNNEL_TABLE)
-    for name in netlink.list_links(prefix=nettable.HOST_IF_PREFIX):
-        netlink.delete_link(name)
-    policy_ctl.cleanup()
-    for table in (nettable.TABLE, proxy_nft.TABLE):
-        try:
-            nft.apply(f"table inet {table}\ndelete table inet {table}\n", f"remove table {table}")
-        except KernelError:
-            pass
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="trellis agent", description="The trellis node agent.")
     p.add_argument("--node", required=True, help="this node's name")
     p.add_argument("--server", help="API server URL (default: in-cluster config)")
-    p.add_argument("--state-dir", help="where the IPAM store lives (required but with --cleanup)")
+    p.add_argument("--state-dir", help="where the IPAM store lives (required; with --cleanup: removed)")
     p.add_argument("--socket", help="unix socket for trellis-cni (required but with --cleanup)")
     p.add_argument("--mode", default="vxlan", choices=["vxlan", "direct"])
     p.add_argument("--cluster-cidr", default="10.244.0.0/16")
@@ -240,12 +217,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--underlay-dev", default="eth0")
     p.add_argument("--metrics-port", type=int, default=9753,
                    help="serve Prometheus metrics on this port of every node address (0: off)")
-    p.add_argument("--cleanup", action="store_true", help="remove trellis' links, routes and table, then exit")
+    p.add_argument("--cleanup", action="store_true",
+                   help="uninstall: remove the agent's links, addresses, routes, rule, nftables tables and "
+                        "--state-dir from this node, then exit (agent/uninstall.py)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s agent/{args.node} %(levelname)s %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
     if args.cleanup:
-        cleanup()
+        for what in uninstall.cleanup(args.state_dir):
+            log.info("removed %s", what)
         return 0
     for flag in ("state_dir", "socket"):
         if not getattr(args, flag):

@@ -7,12 +7,13 @@ import sys
 import tempfile
 
 from trellis.manifests.options import IMAGE, Options, OptionError
-from trellis.manifests.render import render
+from trellis.manifests.render import render, render_cleanup
 
 EPILOG = """examples:
   trellis manifests --api-server 192.0.2.10:6443 > trellis.yaml && kubectl apply -f trellis.yaml
   trellis manifests --pod-cidr 10.32.0.0/12 --block-size 26 --routing direct --api-server 192.0.2.10:6443
-  trellis manifests -o deploy/trellis.yaml     # the repository's file: every default"""
+  trellis manifests -o deploy/trellis.yaml     # the repository's file: every default
+  trellis manifests --cleanup | kubectl apply -f -   # uninstall: after kubectl delete -f trellis.yaml"""
 
 
 def add_parser(sub) -> None:
@@ -40,6 +41,9 @@ def add_parser(sub) -> None:
     m.add_argument("--image", default=IMAGE, help="the trellis image (default %(default)s)")
     m.add_argument("--with-dns", action="store_true",
                    help="also deploy trellis DNS as kube-dns (for clusters without CoreDNS)")
+    m.add_argument("--cleanup", action="store_true",
+                   help="render the uninstall step instead: a DaemonSet in kube-system that removes trellis' links, "
+                        "routes, tables and files from every node (apply after kubectl delete -f trellis.yaml)")
     m.add_argument("-o", "--output", metavar="FILE", help="write to FILE instead of stdout")
     m.set_defaults(fn=cmd_manifests)
 
@@ -49,7 +53,7 @@ def cmd_manifests(args) -> int:
                    routing=args.routing, mtu=args.mtu, isolation_mode=args.isolation_mode,
                    api_server=args.api_server, image=args.image, with_dns=args.with_dns)
     try:
-        text = render(opts)
+        text = render_cleanup(opts) if args.cleanup else render(opts)
     except OptionError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -12,6 +12,8 @@ run. It writes:
   it at every exec would cost ~2 ms of a ~20 ms ADD.
 * ``<conf-dir>/10-trellis.conflist``: cniVersion 1.0.0, one plugin with the agent's socket.
 
+``--uninstall`` removes exactly these (the cleanup DaemonSet of ``trellis manifests --cleanup``).
+
 Every file is written to a temporary name and renamed (a runtime never reads half a file),
 the launcher last (it never runs without its module), and only when its content differs (so
 re-running is a no-op that keeps the cached bytecode). The lab uses ``write_launcher``: its
@@ -110,6 +112,24 @@ def install(bin_dir: str, conf_dir: str, socket: str = DEFAULT_SOCKET, interpret
     return [path for path, text, mode in files if _write(path, text, mode)]
 
 
+def uninstall(bin_dir: str, conf_dir: str) -> list[str]:
+    """Remove what ``install`` wrote (the conflist first: the runtime stops choosing trellis
+    before its plugin goes); -> the paths removed. Files of other plugins are not touched."""
+    import shutil
+    removed = []
+    for path in (os.path.join(conf_dir, CONFLIST), os.path.join(bin_dir, PLUGIN)):
+        try:
+            os.unlink(path)
+            removed.append(path)
+        except FileNotFoundError:
+            pass
+    module_dir = os.path.join(bin_dir, f"{PLUGIN}.d")
+    if os.path.isdir(module_dir):
+        shutil.rmtree(module_dir)
+        removed.append(module_dir)
+    return removed
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="trellis-install-cni",
                                 description="Install trellis-cni and its network config on this node, then exit.")
@@ -118,7 +138,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--socket", default=DEFAULT_SOCKET, help="the agent's socket (a path on the host)")
     p.add_argument("--interpreter", default=HOST_PYTHON,
                    help="the host's python3 (>= 3.9) that runs the plugin (default: %(default)s)")
+    p.add_argument("--uninstall", action="store_true",
+                   help="remove trellis-cni and its network config instead (trellis manifests --cleanup)")
     args = p.parse_args(argv)
+    if args.uninstall:
+        try:
+            removed = uninstall(args.bin_dir, args.conf_dir)
+        except OSError as e:
+            print(f"trellis-install-cni: {e}", file=sys.stderr)
+            return 1
+        for path in removed:
+            print(f"removed {path}")
+        if not removed:
+            print(f"no trellis-cni or {CONFLIST} in {args.bin_dir} and {args.conf_dir}")
+        return 0
     if os.environ.get("KUBERNETES_SERVICE_HOST") == UNSET_API_SERVER:
         print("trellis-install-cni: ConfigMap trellis-system/trellis-config does not name the API server: "
               "render the manifest with `trellis manifests --api-server HOST:PORT` (the control plane's "

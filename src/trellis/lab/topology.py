@@ -450,9 +450,19 @@ def node_dir(cfg: LabConfig, node: str) -> str:
     return os.path.join(cfg.dir, "nodes", node)
 
 
+# what every Linux host has before anything is installed on it (so that a hostPath of a DaemonSet
+# finds /var/lib and /run, and an uninstall can be checked against what the node had)
+HOST_DIRS = ("etc/cni/net.d", "opt/cni/bin", "run", "tmp", "var/lib", "var/log")
+
+
 def node_root(cfg: LabConfig, node: str) -> str:
     """The node's view of the host: where its hostPath volumes live (kubelet.volumes.node_path)."""
     return os.path.join(node_dir(cfg, node), "root")
+
+
+def seed_node_root(cfg: LabConfig, node: str) -> None:
+    for d in HOST_DIRS:
+        os.makedirs(os.path.join(node_root(cfg, node), d), exist_ok=True)
 
 
 def agent_state_dir(cfg: LabConfig, node: str) -> str:
@@ -488,8 +498,8 @@ def write_conflist(cfg: LabConfig, i: int) -> str:
     """The node's CNI config dir; with --cni reference, Debian's bridge conflist in it (trellis writes
     its own from its DaemonSet's init container; none leaves it empty: the node stays NotReady)."""
     node = f"node-{i}"
+    seed_node_root(cfg, node)
     conf_dir = cni_conf_dir(cfg, node)
-    os.makedirs(conf_dir, exist_ok=True)
     if cfg.cni == "reference":
         conf = reference_conflist(f"{cfg.name}-pods", f"10.244.{i}.0/24", os.path.join(node_dir(cfg, node), "ipam"))
         with open(os.path.join(conf_dir, "10-bridge.conflist"), "w") as f:

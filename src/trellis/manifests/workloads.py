@@ -121,6 +121,48 @@ def agent_daemonset(o: Options) -> dict:
             }}
 
 
+CLEANUP = "trellis-cleanup"
+CLEANUP_NAMESPACE = "kube-system"  # trellis-system is gone by the time it runs
+PAUSE_IMAGE = "registry.k8s.io/pause:3.10"
+
+
+def cleanup_daemonset(o: Options) -> dict:
+    """``trellis manifests --cleanup``: after ``kubectl delete -f trellis.yaml``, one pod per node
+    removes what the agent made (``trellis-agent --cleanup``) and what the installer wrote
+    (``trellis-install-cni --uninstall``) in its init containers; it is Ready when its node is
+    clean (``kubectl rollout status`` waits for every node), then it is deleted."""
+    state_parent = "/host/var/lib"
+    clean = {
+        "name": "remove-agent-state", "image": o.image, "command": ["trellis-agent"],
+        "args": ["--cleanup", "--node=$(NODE_NAME)", f"--state-dir={state_parent}{AGENT_STATE[len('/var/lib'):]}"],
+        "env": [_field("NODE_NAME", "spec.nodeName")],
+        "securityContext": {"privileged": True},  # links, routes and nftables of the node
+        "volumeMounts": [{"name": "var-lib", "mountPath": state_parent}],
+    }
+    uninstall = {
+        "name": "uninstall-cni", "image": o.image, "command": ["trellis-install-cni"],
+        "args": ["--uninstall", "--bin-dir=/host/opt/cni/bin", "--conf-dir=/host/etc/cni/net.d"],
+        "volumeMounts": [{"name": "cni-bin", "mountPath": "/host/opt/cni/bin"},
+                         {"name": "cni-conf", "mountPath": "/host/etc/cni/net.d"}],
+    }
+    done = {"name": "done", "image": PAUSE_IMAGE, "resources": {"requests": {"cpu": "1m", "memory": "8Mi"}}}
+    return {"apiVersion": "apps/v1", "kind": "DaemonSet",
+            "metadata": {"name": CLEANUP, "namespace": CLEANUP_NAMESPACE, "labels": _labels(CLEANUP)},
+            "spec": {
+                "selector": {"matchLabels": _labels(CLEANUP)},
+                "template": {"metadata": {"labels": _labels(CLEANUP)}, "spec": {
+                    "hostNetwork": True, "automountServiceAccountToken": False,
+                    "priorityClassName": "system-node-critical",
+                    "tolerations": [{"operator": "Exists"}],  # every node the agent ran on
+                    # the CNI config goes first: the runtime stops choosing trellis before its links do
+                    "initContainers": [uninstall, clean], "containers": [done],
+                    "volumes": [_host_path("cni-bin", "/opt/cni/bin", "Directory"),
+                                _host_path("cni-conf", "/etc/cni/net.d", "Directory"),
+                                _host_path("var-lib", "/var/lib", "Directory")],
+                }},
+            }}
+
+
 def controller_deployment(o: Options) -> dict:
     container = {
         "name": "controller", "image": o.image, "command": ["trellis-controller"],

@@ -29,6 +29,7 @@ CRD_BUCKET = "apiextensions.k8s.io/customresourcedefinitions"
 FIELD_VALIDATION: ContextVar[str] = ContextVar("field_validation", default="Warn")
 WARNINGS: ContextVar[list | None] = ContextVar("warnings", default=None)
 FIELD_VALIDATIONS = ("Ignore", "Warn", "Strict")
+NAMESPACE_CONTROLLER_DELAY = 1.0  # seconds between a namespace's delete and the first pass over its content
 # dryRun=All: every check runs, the answer is the object as it would be stored, nothing is
 # stored, allocated, indexed or started
 DRY_RUN: ContextVar[bool] = ContextVar("dry_run", default=False)
@@ -444,7 +445,11 @@ class Api:
             pass  # no loop yet (startup); the server starts pending terminations itself
 
     async def _terminate_namespace(self, name: str) -> None:
-        """Delete everything in the namespace, then the namespace once its pods are gone."""
+        """Delete everything in the namespace, then the namespace once its pods are gone: the
+        namespace controller's job, asynchronous as there. Its first pass waits a moment (upstream
+        runs discovery first), so that ``kubectl delete -f`` of a manifest holding a namespace and
+        its objects deletes each of them itself instead of finding them gone (NotFound, exit 1)."""
+        await asyncio.sleep(NAMESPACE_CONTROLLER_DELAY)
         for _ in range(3600):
             remaining = 0
             for r in list(self.registry.all()):

@@ -21,6 +21,7 @@ default command, as in Kubernetes.
 | */ingressconformance/echoserver,         | the Ingress conformance suite's echo server       |
 |   */k8s-staging-ingressconformance/echoserver |   (lab/images/echoserver.py), any tag        |
 | busybox, alpine                          | busybox (applets on PATH), default ``sh``         |
+| */pause                                  | sleeps until SIGTERM, as the pause container does |
 | python                                   | python3, default ``python3``                      |
 | anything else                            | the built-in test server (like agnhost): serves   |
 |                                          |   every declared TCP/UDP containerPort with the   |
@@ -143,6 +144,8 @@ def resolve(image: str, state_dir: str) -> Image:
         return Image(image, [py, "-m", "trellis.lab.images.guestbook"], [])
     if last in ("busybox", "alpine"):
         return Image(image, [], ["sh"], [_busybox_dir(state_dir)])
+    if last == "pause":
+        return Image(image, ["sleep"], ["infinity"])
     if last == "python":
         return Image(image, [], ["python3"], [_python_dir(state_dir)])
     return Image(image, [py, "-m", "trellis.lab.images.agnhost"], ["serve"])
