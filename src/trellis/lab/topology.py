@@ -352,8 +352,7 @@ def _build(cfg: LabConfig, progress: Progress, timeout: float) -> None:
     write_kubeconfig(cfg)
     if cfg.cni == "trellis":
         progress("installing trellis from its manifest (trellis manifests = deploy/trellis.yaml)")
-        apply_manifest(cfg, trellis_manifest(cfg))
-        apply_manifest(cfg, LB_POOL_MANIFEST)
+        apply_manifest(cfg, trellis_manifest(cfg) + "---\n" + LB_POOL_MANIFEST)  # one discovery for both
     client = cfg.client()
     want = set(cfg.node_names())
 
@@ -381,10 +380,9 @@ def _build(cfg: LabConfig, progress: Progress, timeout: float) -> None:
                  f"trellis manifests --api-server {MASTER_IP}:{API_PORT} | kubectl --kubeconfig {cfg.kubeconfig} "
                  "apply -f -")
     if cfg.cni == "trellis":
-        progress("deploying cluster DNS (kube-system/kube-dns, 10.96.0.10)")
-        apply_manifest(cfg, "dns.yaml")
-        progress("deploying the ingress controller (kube-system/trellis-ingress, IngressClass trellis)")
-        apply_manifest(cfg, "ingress.yaml")
+        progress("deploying cluster DNS (kube-system/kube-dns, 10.96.0.10) and the ingress controller "
+                 "(kube-system/trellis-ingress, IngressClass trellis)")
+        apply_manifest(cfg, "\n---\n".join(bundled(n) for n in ("dns.yaml", "ingress.yaml")))
         client = cfg.client()
 
         def ready(svc: str) -> Callable[[], bool]:
@@ -420,14 +418,16 @@ spec:
 """
 
 
+def bundled(name: str) -> str:
+    """One of trellis' bundled manifests (src/trellis/manifests/<name>)."""
+    with open(os.path.join(os.path.dirname(os.path.dirname(__file__)), "manifests", name)) as f:
+        return f.read()
+
+
 def apply_manifest(cfg: LabConfig, name_or_text: str) -> None:
     """Apply one of trellis' bundled manifests (src/trellis/manifests/<name>) or YAML text."""
     from trellis.kube.discovery import Discovery, apply
-    if "\n" in name_or_text:
-        text = name_or_text
-    else:
-        with open(os.path.join(os.path.dirname(os.path.dirname(__file__)), "manifests", name_or_text)) as f:
-            text = f.read()
+    text = name_or_text if "\n" in name_or_text else bundled(name_or_text)
     client = cfg.client()
     disc = Discovery(client)
     try:

@@ -103,7 +103,7 @@ class Kubelet:
 
     def watch_network(self) -> None:
         """Post Ready at once when the network config appears (or goes), not at the next heartbeat."""
-        while not self.stop.wait(0.25):
+        while not self.stop.wait(0.1):  # a stat of the config directory
             if self.cni.not_ready() != self.network_why:
                 try:
                     self.client.patch("v1", "nodes", self.node, {"status": {"conditions": [self.ready_condition()]}},
