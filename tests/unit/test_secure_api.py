@@ -145,3 +145,30 @@ def test_a_verified_token_is_cached_only_while_it_lives_and_only_as_sent(tmp_pat
         raise authn.jwt.ExpiredSignatureError("Signature has expired")
     monkeypatch.setattr(authn.jwt, "decode", expired)
     assert tokens.verified(token) is None
+
+
+@needs_kubectl
+def test_a_kubelet_identity_reaches_its_own_node_only(secure):
+    """Over HTTPS with the kubelet's kind of certificate (system:node:<n>, group system:nodes): the
+    Node authorizer lets it patch its own Node and nobody else's, and read no Secret its pods do
+    not use; the controller-manager's certificate has its ClusterRole and no Secrets."""
+    url, pki, cfg = secure
+    d = os.path.dirname(cfg["admin"])
+    node1 = kubeconfig(os.path.join(d, "node-1.kubeconfig"), "node-1", url, pki.ca.cert,
+                       pki.client("kubelet-node-1", "system:node:node-1", ("system:nodes",)))
+    cm = kubeconfig(os.path.join(d, "cm.kubeconfig"), "cm", url, pki.ca.cert,
+                    pki.client("controller-manager", "system:kube-controller-manager"))
+    nodes = os.path.join(d, "nodes.json")
+    with open(nodes, "w") as f:
+        json.dump({"apiVersion": "v1", "kind": "List", "items": [
+            {"apiVersion": "v1", "kind": "Node", "metadata": {"name": n}} for n in ("node-1", "node-2")]}, f)
+    kubectl(cfg["admin"], "apply", "-f", nodes)
+    kubectl(cfg["admin"], "create", "secret", "generic", "db", "--from-literal=p=x")
+    assert kubectl(node1, "label", "node", "node-1", "own=yes").returncode == 0
+    r = kubectl(node1, "label", "node", "node-2", "own=no", check=False)
+    assert r.returncode != 0 and 'User "system:node:node-1" cannot patch resource "nodes"' in r.stderr
+    r = kubectl(node1, "get", "secret", "db", check=False)
+    assert r.returncode != 0 and "forbidden" in r.stderr
+    assert kubectl(cm, "get", "pods").returncode == 0
+    r = kubectl(cm, "get", "secret", "db", check=False)
+    assert r.returncode != 0 and 'User "system:kube-controller-manager" cannot get resource "secrets"' in r.stderr

@@ -533,10 +533,10 @@ def _wait(cond: Callable[[], bool], timeout: float, what: str, cfg: LabConfig, c
 
 def component_kubeconfig(cfg: LabConfig, component: str, user: str, groups: tuple[str, ...] = ()) -> str:
     """A lab component's kubeconfig (mode 0600): the in-lab secure port, a client certificate of
-    its own name. NOTE: still in system:masters; least-privilege roles per component are next
-    (docs/security.md)."""
+    its own name and nothing more: the controller-manager has its ClusterRole, a kubelet what the
+    Node authorizer allows its node (docs/security.md)."""
     ca = pki.LabPKI(cfg.dir)
-    pair = ca.client(component, user, groups + ("system:masters",))
+    pair = ca.client(component, user, groups)
     return pki.kubeconfig(os.path.join(ca.dir, f"{component}.kubeconfig"), cfg.name, f"https://{MASTER_IP}:{API_PORT}",
                           ca.ca.cert, pair)
 

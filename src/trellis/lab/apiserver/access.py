@@ -12,7 +12,7 @@ import datetime
 from contextvars import ContextVar
 
 from trellis.kube import selectors
-from trellis.lab.apiserver import errors, rbac
+from trellis.lab.apiserver import errors, nodeauthz, rbac
 from trellis.lab.apiserver.authn import INTERNAL, Tokens, user_from_peercert
 from trellis.lab.apiserver.rbac import Attributes, User
 
@@ -69,7 +69,8 @@ class Access:
         return user
 
     def allowed(self, user: User, a: Attributes) -> bool:
-        return rbac.authorize(user, a, self.lookup)
+        """kube-apiserver's --authorization-mode=Node,RBAC: the Node authorizer first."""
+        return nodeauthz.authorize(user, a, self.lookup) or rbac.authorize(user, a, self.lookup)
 
     def check(self, user: User, a: Attributes) -> None:
         if not self.allowed(user, a):

@@ -174,12 +174,40 @@ def _cluster_role(name: str, rules: list[dict], labels: dict | None = None) -> d
             "rules": rules}
 
 
-def _binding(name: str, role: str, group: str) -> dict:
+def _binding(name: str, role: str, group: str, kind: str = "Group") -> dict:
     return {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
             "metadata": {"name": name, "labels": dict(BOOTSTRAP_LABEL),
                          "annotations": {"rbac.authorization.kubernetes.io/autoupdate": "true"}},
             "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
-            "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": group}]}
+            "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": kind, "name": group}]}
+
+
+CONTROLLER_MANAGER = "system:kube-controller-manager"
+
+
+def _controller_manager_rules() -> list[dict]:
+    """The lab's controller-manager: one process runs the scheduler and the controllers (upstream
+    splits them into kube-scheduler and per-controller ServiceAccounts; the union is this). No
+    Secrets, no RBAC, no policy objects: it needs none."""
+    full = READ + ["create", "update", "patch", "delete"]
+    return [
+        {"apiGroups": [""], "resources": ["pods"], "verbs": full},
+        {"apiGroups": [""], "resources": ["pods/status", "nodes/status"], "verbs": ["patch", "update"]},
+        {"apiGroups": [""], "resources": ["pods/binding", "bindings"], "verbs": ["create"]},
+        {"apiGroups": [""], "resources": ["nodes"], "verbs": READ + ["patch", "update"]},
+        {"apiGroups": [""], "resources": ["services", "namespaces"], "verbs": READ},
+        {"apiGroups": [""], "resources": ["serviceaccounts"], "verbs": READ + ["create"]},
+        {"apiGroups": [""], "resources": ["configmaps"], "verbs": READ + ["create", "update", "patch"]},
+        {"apiGroups": ["", "events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch", "update"]},
+        {"apiGroups": ["apps"], "resources": ["deployments", "replicasets", "daemonsets", "controllerrevisions"],
+         "verbs": full},
+        {"apiGroups": ["apps"], "resources": ["deployments/status", "replicasets/status", "daemonsets/status"],
+         "verbs": ["patch", "update"]},
+        {"apiGroups": ["batch"], "resources": ["jobs", "cronjobs"], "verbs": full},
+        {"apiGroups": ["batch"], "resources": ["jobs/status", "cronjobs/status"], "verbs": ["patch", "update"]},
+        {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": full},
+        {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": full},
+    ]
 
 
 def bootstrap_policy() -> list[dict]:
@@ -204,7 +232,9 @@ def bootstrap_policy() -> list[dict]:
             {"apiGroups": ["authorization.k8s.io"], "resources": ["selfsubjectaccessreviews",
                                                                   "selfsubjectrulesreviews"], "verbs": ["create"]},
             {"apiGroups": ["authentication.k8s.io"], "resources": ["selfsubjectreviews"], "verbs": ["create"]}]),
+        _cluster_role(CONTROLLER_MANAGER, _controller_manager_rules()),
         _binding("cluster-admin", "cluster-admin", MASTERS),
+        _binding(CONTROLLER_MANAGER, CONTROLLER_MANAGER, CONTROLLER_MANAGER, "User"),
         _binding("system:discovery", "system:discovery", AUTHENTICATED),
         _binding("system:basic-user", "system:basic-user", AUTHENTICATED),
         _binding("system:public-info-viewer", "system:public-info-viewer", AUTHENTICATED),
