@@ -1,4 +1,4 @@
-"""Where a running pod's container lives on this machine, for exec and port-forward.
+"""Where a running pod's container lives on this machine, for exec, attach and port-forward.
 
 The lab API server runs on the same machine as every kubelet, so instead of
 proxying to a kubelet's streaming server it reads what the kubelet recorded for
@@ -23,6 +23,7 @@ class PodTarget:
     env: dict[str, str]
     cwd: str
     entry: dict  # the container's first process and privileges (runtime.enter_argv)
+    pod_dir: str = ""  # the kubelet's directory of the pod: the container's log, its stdin FIFO
 
     @property
     def netns_path(self) -> str:
@@ -45,11 +46,11 @@ def container_name(pod: dict, requested: str | None) -> str:
     return names[0]
 
 
-def locate(pod: dict, container: str, state_dir: str) -> PodTarget:
+def locate(pod: dict, container: str, state_dir: str, verb: str = "exec into") -> PodTarget:
     md = pod["metadata"]
     phase = (pod.get("status") or {}).get("phase")
     if phase in ("Succeeded", "Failed"):
-        raise errors.bad_request(f"cannot exec into a container in a completed pod; current phase is {phase}")
+        raise errors.bad_request(f"cannot {verb} a container in a completed pod; current phase is {phase}")
     pod_dir = os.path.join(state_dir, "nodes", pod["spec"].get("nodeName") or "-", "pods", md["uid"])
     try:
         with open(os.path.join(pod_dir, "sandbox.json")) as f:
@@ -63,4 +64,4 @@ def locate(pod: dict, container: str, state_dir: str) -> PodTarget:
     if not os.path.exists(f"/proc/{pid}/ns/net") or not entry.get("pid") or not os.path.exists(
             f"/proc/{entry['pid']}/ns/mnt"):
         raise errors.bad_request(f'container "{container}" in pod "{md["name"]}" is not running')
-    return PodTarget(pid, dict(meta.get("env") or {}), meta.get("cwd") or "/", entry)
+    return PodTarget(pid, dict(meta.get("env") or {}), meta.get("cwd") or "/", entry, pod_dir)

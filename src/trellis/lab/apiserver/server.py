@@ -27,6 +27,7 @@ from trellis.kube import selectors
 from trellis.lab.apiserver import (access, errors, eventsapi, metrics, openapi2, openapi3, rbac, reqinput, schema,
                                    tables)
 from trellis.lab.apiserver.api import CRD_BUCKET, DRY_RUN, FIELD_VALIDATION, WARNINGS, Api
+from trellis.lab.apiserver.attach import attach_pod
 from trellis.lab.apiserver.resources import Resource
 from trellis.lab.apiserver.store import Store, Watcher, dumps
 from trellis.lab.apiserver.podforward import portforward_pod
@@ -35,7 +36,8 @@ from trellis.lab.kubelet import logstamps
 
 log = logging.getLogger("trellis.apiserver")
 BOOKMARK_INTERVAL = 5.0
-STREAMING = {"exec": exec_pod, "portforward": portforward_pod}  # pods/<sub> served over an upgraded connection
+# pods/<sub> served over an upgraded connection
+STREAMING = {"exec": exec_pod, "attach": attach_pod, "portforward": portforward_pod}
 VERSION = {"major": "1", "minor": "32", "gitVersion": "v1.32.0-trellis", "gitCommit": "trellis",
            "gitTreeState": "clean", "buildDate": "2026-01-01T00:00:00Z", "goVersion": "python",
            "compiler": "cpython", "platform": "linux/amd64"}

@@ -37,7 +37,7 @@ DRAIN_AFTER_EXIT = 2.0
 SANDBOX_POLL = 1.0  # output a background child still writes after the command exited
 
 
-def _flag(q, name: str) -> bool:
+def query_flag(q, name: str) -> bool:
     return q.get(name, "").lower() in ("1", "true")
 
 
@@ -61,8 +61,8 @@ async def exec_pod(request: web.Request, pod: dict, state_dir: str) -> web.Strea
     if not argv:
         raise errors.bad_request("you must specify at least one command for the container")
     container = container_name(pod, q.get("container"))
-    tty, want_in = _flag(q, "tty"), _flag(q, "stdin")
-    want_out, want_err = _flag(q, "stdout"), _flag(q, "stderr") and not tty
+    tty, want_in = query_flag(q, "tty"), query_flag(q, "stdin")
+    want_out, want_err = query_flag(q, "stdout"), query_flag(q, "stderr") and not tty
     if not (want_in or want_out or want_err):
         raise errors.bad_request("you must specify at least 1 of stdin, stdout, stderr")
     target = locate(pod, container, state_dir)

@@ -17,6 +17,7 @@ from trellis.kube.client import ApiError
 from trellis.kube.events import NORMAL, WARNING
 from trellis.lab.images import catalog
 from trellis.lab.kubelet import podspec, security
+from trellis.lab.kubelet.attachpipe import StdioSpec
 from trellis.lab.kubelet.cni import Attachment, CNIError, pod_ip
 from trellis.lab.kubelet.probes import ProbeState, run_probe
 from trellis.lab.kubelet.runtime import DEFAULT_PATH, Container, Sandbox
@@ -209,7 +210,7 @@ class PodWorker(threading.Thread):
             os.makedirs(cwd, exist_ok=True)
             os.chown(cwd, priv.uid, priv.gid if priv.gid is not None else -1)
         return Container(self.sandbox, spec["name"], argv, env, cwd,
-                         os.path.join(self.dir, f"{spec['name']}.log"), init)
+                         os.path.join(self.dir, f"{spec['name']}.log"), init, StdioSpec.of(spec))
 
     def _run_init(self, spec: dict) -> bool:
         name, restarts = spec["name"], 0

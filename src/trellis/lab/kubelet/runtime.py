@@ -23,6 +23,7 @@ import time
 
 from trellis.kernel.netns import NETNS_DIR
 from trellis.lab.kubelet import containerinit
+from trellis.lab.kubelet.attachpipe import StdinRelay, StdioSpec
 
 PAUSE_SCRIPT = ('hostname "$1" && mount --bind "$2" /etc/hosts && mount --bind "$3" /etc/resolv.conf '
                 '&& exec sleep infinity')
@@ -176,12 +177,15 @@ def first_child(pid: int, timeout: float = 5.0) -> int | None:
 
 class Container:
     """``init``: what containerinit needs besides argv, env and cwd: ``mounts``, ``hide``,
-    ``privileged``, ``setpriv`` (``security.Privileges.setpriv_argv``) and ``scratch``."""
+    ``privileged``, ``setpriv`` (``security.Privileges.setpriv_argv``) and ``scratch``.
+    ``stdio``: the container keeps stdin open (a pipe or a terminal) for attach (``attachpipe``)."""
 
     def __init__(self, sandbox: Sandbox, name: str, argv: list[str], env: dict[str, str], cwd: str,
-                 log_path: str, init: dict | None = None) -> None:
+                 log_path: str, init: dict | None = None, stdio: StdioSpec | None = None) -> None:
         self.sandbox, self.name, self.argv, self.env, self.cwd, self.log_path = sandbox, name, argv, env, cwd, log_path
         self.init = init or {}
+        self.stdio = stdio
+        self.relay: StdinRelay | None = None
         self.proc: subprocess.Popen | None = None
         self.inner: int | None = None  # the container's first process (PID 1 of its PID namespace)
 
@@ -198,15 +202,27 @@ class Container:
                 "unshare", "--mount", *([] if self.init.get("hostPID") else ["--pid", "--fork", "--kill-child"]),
                 "--propagation", "slave", "--",
                 sys.executable, "-I", containerinit.__file__, spec_path]
+        tty = bool(self.stdio and self.stdio.tty)
+        if tty:  # a new session whose controlling terminal is the relay's, as a runtime gives a tty: true container
+            argv = ["setsid", "-c", *argv]
+        self.relay = StdinRelay(self.stdio, self.log_path) if self.stdio else None
+        out = self.relay.child_stdout if self.relay and self.relay.child_stdout is not None else None
         logf = open(self.log_path, "ab")
         try:
-            self.proc = subprocess.Popen(argv, env={"PATH": DEFAULT_PATH}, stdout=logf, stderr=subprocess.STDOUT,
-                                         stdin=subprocess.DEVNULL, start_new_session=True)
+            self.proc = subprocess.Popen(argv, env={"PATH": DEFAULT_PATH}, stdout=out if tty else logf,
+                                         stderr=out if tty else subprocess.STDOUT,
+                                         stdin=self.relay.child_stdin if self.relay else subprocess.DEVNULL,
+                                         start_new_session=not tty)
         except OSError as e:
             logf.write(f"failed to start {self.argv}: {e}\n".encode())
+            if self.relay:
+                os.close(self.relay.child_stdin)
+                self.relay.close()
             raise
         finally:
             logf.close()
+        if self.relay:
+            self.relay.started()
         # the container's first process: unshare's child in its own PID namespace, else unshare itself
         # (it execs containerinit, which execs the command)
         self.inner = self.proc.pid if self.init.get("hostPID") else first_child(self.proc.pid)
@@ -226,10 +242,14 @@ class Container:
         return {"pid": self.pid, "starttime": proc_starttime(self.pid) if self.pid else None, "inner": self.inner}
 
     def poll(self) -> int | None:
-        return self.proc.poll() if self.proc else None
+        code = self.proc.poll() if self.proc else None
+        if code is not None and self.relay:
+            self.relay.close()
+        return code
 
     def stop(self, grace: float) -> None:
         if self.proc is None or self.proc.poll() is not None:
+            self.poll()
             return
         kill_group(self.proc.pid, signal.SIGTERM)
         try:
@@ -237,6 +257,7 @@ class Container:
         except subprocess.TimeoutExpired:
             kill_group(self.proc.pid, signal.SIGKILL)
             self.proc.wait(timeout=5)
+        self.poll()
 
 
 class AdoptedContainer(Container):
