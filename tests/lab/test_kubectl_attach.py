@@ -31,19 +31,10 @@ def test_attach_it_to_a_shell_on_a_terminal(env, kc):
     running_pods(kc, "default", "app=shell", 1)
     t = Terminal(env, "attach", "-it", "shell")
     t.resize(33, 111)
-    # the shell is the container's PID 1, started by the kubelet, not a new process
-    for i in range(20):  # the first lines may come before kubectl put its terminal in raw mode
-        t.send(f"echo pid-$$-mark-$((40+{i}))\r")
-        if f"pid-1-mark-{40 + i}" in t.expect(f"-mark-{40 + i}"):
-            break
-    else:
-        raise AssertionError("the shell never answered")
-    for i in range(20):  # kubectl forwards its size from its own goroutine: ask until it arrived
-        t.send(f"stty size; echo again-$(({i}+1000))\r")
-        if "33 111" in t.expect(f"again-{i + 1000}"):
-            break
-    else:
-        raise AssertionError("the terminal size never reached the container")
+    # the shell is the container's PID 1, started by the kubelet, not a new process; the first lines
+    # may come before kubectl put its terminal in raw mode
+    t.ask_until("echo pid-$$", "pid-1\r", "the shell's answer")
+    t.ask_until("stty size", "33 111", "the terminal size")
     t.send("exit 3\r")
     assert t.wait() == 0  # upstream: the attach ends with Success; the code is the container's status
     assert terminated(kc, "shell")["exitCode"] == 3

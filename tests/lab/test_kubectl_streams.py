@@ -110,6 +110,15 @@ class Terminal:
         seen, self.buf = self.buf[:i], self.buf[i:]
         return seen.decode(errors="replace")
 
+    def ask_until(self, command, want, what, tries=20):
+        """Send ``command`` until what it prints shows ``want``: for what kubectl delivers from its
+        own goroutine (a resize) or before its terminal is raw. Each try ends with a fresh marker."""
+        for i in range(tries):
+            self.send(f"{command}; echo ask-$(({i}+1000))\r")
+            if want in self.expect(f"ask-{i + 1000}"):
+                return
+        raise AssertionError(f"{what}: never {want!r} on the terminal")
+
     def wait(self, timeout=15):
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -136,13 +145,8 @@ def test_exec_it_terminal_resize_and_exit_code(env, web):
     assert "33 111" in seen  # the size kubectl sent at start
     t.resize(40, 120)
     # kubectl forwards SIGWINCH from its own goroutine: the resize may reach the pty after the next
-    # line of stdin, so ask until it has (or fail after 20 tries)
-    for i in range(20):
-        t.send(f"stty size; echo again-$(({i}+1000))\r")
-        if "40 120" in t.expect(f"again-{i + 1000}"):
-            break
-    else:
-        raise AssertionError("the resize never reached the terminal")
+    # line of stdin, so ask until it has
+    t.ask_until("stty size", "40 120", "the resize")
     t.send("exit 7\r")
     assert t.wait() == 7
     assert b"command terminated with exit code 7" in t.buf
