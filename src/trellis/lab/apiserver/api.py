@@ -17,7 +17,7 @@ from contextvars import ContextVar
 from typing import Any
 
 from trellis.kube import selectors
-from trellis.lab.apiserver import admission, batch, daemonsetsapi, errors, eventsapi, patch as patching, schema  # noqa: F401 - batch, daemonsetsapi register
+from trellis.lab.apiserver import admission, batch, daemonsetsapi, errors, eventsapi, fieldmanager, patch as patching, schema  # noqa: F401 - batch, daemonsetsapi register
 from trellis.lab.apiserver.resources import Registry, Resource, resource_from_crd
 from trellis.lab.apiserver.services import Allocators
 from trellis.lab.apiserver.store import Store
@@ -33,6 +33,9 @@ NAMESPACE_CONTROLLER_DELAY = 1.0  # seconds between a namespace's delete and the
 # dryRun=All: every check runs, the answer is the object as it would be stored, nothing is
 # stored, allocated, indexed or started
 DRY_RUN: ContextVar[bool] = ContextVar("dry_run", default=False)
+# who writes (the fieldManager parameter or the user agent's name): recorded in managedFields;
+# None (the API server's own writes) records nothing
+FIELD_MANAGER: ContextVar[str | None] = ContextVar("field_manager", default=None)
 
 
 def now() -> str:
@@ -193,7 +196,7 @@ class Api:
                 sink.extend(found)
         return d.obj
 
-    def create(self, res: Resource, ns: str, body: Any) -> dict:
+    def create(self, res: Resource, ns: str, body: Any, managed: list | None = None) -> dict:
         if not isinstance(body, dict):
             raise errors.bad_request("the request body must be a JSON or YAML object")
         if res.key == "/bindings":
@@ -235,6 +238,7 @@ class Api:
         if "status" in res.subresources and res.key not in ("/pods", "/services", "/nodes"):
             obj.pop("status", None)
         self._admit(res, obj, None)
+        self._record(res, None, obj, None, None, managed)
         if res.key == CRD_BUCKET and not DRY_RUN.get():
             self._register_crd(obj)
         out = self._put(res, obj, "ADDED", None)
@@ -269,7 +273,8 @@ class Api:
             "storedVersions": [v["name"] for v in spec.get("versions", []) if v.get("storage")]}
 
     # -- update --
-    def update(self, res: Resource, ns: str, name: str, body: Any, sub: str | None = None) -> dict:
+    def update(self, res: Resource, ns: str, name: str, body: Any, sub: str | None = None,
+               managed: list | None = None) -> dict:
         if not isinstance(body, dict) or not isinstance(body.get("metadata", {}), dict):
             raise errors.bad_request("the request body must be an object with metadata")
         body = self.decoded(res, body)
@@ -306,13 +311,76 @@ class Api:
             self._admit(res, obj, old)
             if res.key == CRD_BUCKET and not DRY_RUN.get():
                 self._register_crd(obj)
-        if _comparable(obj) == _comparable(old):
+        self._record(res, old, obj, None if sub else bmd.get("managedFields"), sub, managed)
+        if _comparable(obj) == _comparable(old) and obj["metadata"].get("managedFields") == \
+                old["metadata"].get("managedFields"):
             return old  # a no-op update does not bump the resourceVersion
         md = obj["metadata"]
         if md.get("deletionTimestamp") and not md.get("finalizers") and res.key not in ("/pods", "/namespaces"):
             self._put(res, obj, "MODIFIED", old)
             return self._remove(res, obj)
         return self._put(res, obj, "MODIFIED", old)
+
+    def _model(self, res: Resource) -> str | None:
+        group, _, version = res.storage_api_version.rpartition("/")
+        return None if res.custom else schema.model_name(group, version, res.kind)
+
+    def _record(self, res: Resource, old: dict | None, obj: dict, given: list | None, sub: str | None,
+                managed: list | None) -> None:
+        """Set obj's managedFields: ``managed`` (an apply's), or the old ones (or those the writer
+        sent, which replace them, as upstream allows) with this writer's Update entry."""
+        md = obj["metadata"]
+        if managed is None:
+            base = given if given else (old or {}).get("metadata", {}).get("managedFields")
+            manager, has_status = FIELD_MANAGER.get(), "status" in res.subresources
+            if manager is None:
+                managed = base
+            else:
+                try:
+                    managed = fieldmanager.managed_of(fieldmanager.record_update(
+                        fieldmanager.entries_of(base), fieldmanager.owned_view(old, sub or "", has_status),
+                        fieldmanager.owned_view(obj, sub or "", has_status), manager, res.api_version,
+                        self._model(res), now(), sub or ""))
+                except fieldmanager.FieldPathError:
+                    managed = base  # a list the bookkeeping cannot key: the write itself stands
+        if managed:
+            md["managedFields"] = managed
+        else:
+            md.pop("managedFields", None)
+
+    def apply(self, res: Resource, ns: str, name: str, body: Any, manager: str, force: bool) -> tuple[dict, bool]:
+        """Server-side apply of the configuration ``body`` as ``manager``: (the object, created)."""
+        if not isinstance(body, dict) or not isinstance(body.get("metadata", {}), dict):
+            raise errors.bad_request("the request body must be an object with metadata")
+        if body.get("metadata", {}).get("managedFields") is not None:
+            raise errors.bad_request("metadata.managedFields must be nil")
+        for key, want in (("apiVersion", res.api_version), ("kind", res.kind)):
+            if body.get(key) != want:
+                raise errors.bad_request(f"{key} must be {want!r} in an apply request (got {body.get(key)!r})")
+        applied = self.decoded(res, copy.deepcopy(body))
+        if applied["metadata"].get("name", name) != name:
+            raise errors.bad_request(f"the name of the object ({applied['metadata']['name']}) does not match "
+                                     f"the name on the URL ({name})")
+        applied["metadata"]["name"] = name
+        has_status, model = "status" in res.subresources, self._model(res)
+        live = self.store.get(res.key, self._ns_of(res, ns), name)
+        view = fieldmanager.owned_view(live, "", has_status)
+        try:
+            merged, entries = fieldmanager.apply(
+                fieldmanager.entries_of((live or {}).get("metadata", {}).get("managedFields")), view,
+                fieldmanager.owned_view(applied, "", has_status), manager, res.api_version, model, now(), force)
+        except fieldmanager.FieldPathError as e:
+            raise errors.ApiError(422, "Invalid", f"{res.kind} {name!r} cannot be applied: {e}") from None
+        except fieldmanager.Conflicts as e:
+            raise errors.ApiError(409, "Conflict", str(e), {"name": name, "group": res.group, "kind": res.plural,
+                                  "causes": [{"reason": "FieldManagerConflict", "message": f"conflict with "
+                                              f"{c.entry.ident()}", "field": fieldmanager.path_string(c.path)}
+                                             for c in e.found]}) from None
+        managed = fieldmanager.managed_of(entries)
+        if live is None:
+            obj = fieldmanager.with_view({"metadata": applied["metadata"]}, merged, has_status)
+            return self.create(res, ns, obj, managed), True
+        return self.update(res, ns, name, fieldmanager.with_view(live, merged, has_status), managed=managed), False
 
     def patch(self, res: Resource, ns: str, name: str, body: Any, content_type: str,
               sub: str | None = None) -> dict:
@@ -335,7 +403,7 @@ class Api:
                 raise errors.ApiError(415, "UnsupportedMediaType", f"the body of the request was in an "
                                       f"unknown format - accepted media types include: application/json-patch"
                                       f"+json, application/merge-patch+json, application/strategic-merge-"
-                                      f"patch+json (got {content_type!r})")
+                                      f"patch+json, application/apply-patch+yaml (got {content_type!r})")
         except patching.PatchError as e:
             raise errors.ApiError(422, "Invalid", f"the patch could not be applied: {e}") from None
         if not isinstance(patched, dict) or not isinstance(patched.get("metadata"), dict):

@@ -95,3 +95,12 @@ def dry_run(values, field: str = "dryRun") -> bool:
     if bad:
         raise errors.ApiError(400, "BadRequest", f'{field}: Unsupported value: "{bad[0]}": supported values: "All"')
     return bool(values)
+
+
+def field_manager(query, user_agent: str) -> str:
+    """The writer's name in managedFields: ``fieldManager``, else the user agent up to its first
+    "/" (``kubectl/v1.32.0 (linux/amd64) ...`` -> kubectl), as kube-apiserver names it."""
+    value = query.get("fieldManager") or user_agent.split("/", 1)[0][:128] or "unknown"
+    if len(value) > 128:
+        raise errors.bad_request(f"fieldManager: Too long: may not be more than 128 bytes (got {len(value)})")
+    return value

@@ -101,6 +101,11 @@ def _fields(name: str) -> dict[str, tuple[str, str]]:
     return {json_name: (snake, t) for snake, (json_name, t) in _model(name).items()}
 
 
+def fields(name: str) -> dict[str, tuple[str, str]] | None:
+    """JSON name -> (snake name, type) of a model's fields; None when ``name`` is not a model."""
+    return _fields(name) if _model(name) is not None else None
+
+
 def model_name(group: str, version: str, kind: str) -> str | None:
     """The generated model of a kind (``V1Pod``, ``CoreV1Event``), or None when there is none."""
     name = PREFIXED.get((group, kind)) or f"{version[:1].upper()}{version[1:]}{kind}"

@@ -26,7 +26,7 @@ from trellis.kernel.netns import in_netns
 from trellis.kube import selectors
 from trellis.lab.apiserver import (access, errors, eventsapi, metrics, openapi2, openapi3, rbac, reqinput, schema,
                                    tables)
-from trellis.lab.apiserver.api import CRD_BUCKET, DRY_RUN, FIELD_VALIDATION, WARNINGS, Api
+from trellis.lab.apiserver.api import CRD_BUCKET, DRY_RUN, FIELD_MANAGER, FIELD_VALIDATION, WARNINGS, Api
 from trellis.lab.apiserver.attach import attach_pod
 from trellis.lab.apiserver.resources import Resource
 from trellis.lab.apiserver.store import Store, Watcher, dumps
@@ -189,6 +189,7 @@ class Server:
             DRY_RUN.set(reqinput.dry_run(q.getall("dryRun", [])))
         if m in ("POST", "PUT", "PATCH"):
             FIELD_VALIDATION.set(reqinput.field_validation(q))
+            FIELD_MANAGER.set(reqinput.field_manager(q, request.headers.get("User-Agent", "")))
         nsq = ns if res.namespaced else ""
         if res.group in access.REVIEW_GROUPS:
             if m != "POST" or name is not None:
@@ -235,6 +236,10 @@ class Server:
                                                         sub)))
             if m == "PATCH":
                 body, ct = await self.body(request), request.content_type or ""
+                if ct == "application/apply-patch+yaml":
+                    return self.apply(request, res, nsq, name, sub, body)
+                if "force" in q:
+                    raise errors.bad_request("force: Forbidden: may not be specified for non-apply patch")
                 if res.group == eventsapi.GROUP:  # patch the shape the client sees, store the core one
                     old = api.get(res, nsq, name)
                     new = eventsapi.to_core(api.patched(res, eventsapi.to_events_v1(old), body, ct))
@@ -244,6 +249,18 @@ class Server:
                 opts = self.delete_options(await self.body(request) if request.can_read_body else {}, q)
                 return jresp(self.serve(res, api.delete(res, nsq, name, opts)))
         raise errors.ApiError(405, "MethodNotAllowed", f"{m} is not allowed here")
+
+    def apply(self, request, res: Resource, ns: str, name: str, sub, body) -> web.Response:
+        """Server-side apply (PATCH application/apply-patch+yaml); it creates a missing object."""
+        q = request.query
+        if not q.get("fieldManager"):
+            raise errors.bad_request("PatchOptions.meta.k8s.io \"\" is invalid: fieldManager: Required value: "
+                                     "is required for apply patch")
+        if sub is not None or res.group == eventsapi.GROUP:
+            raise errors.ApiError(415, "UnsupportedMediaType", "server-side apply of a subresource or of "
+                                  f"{res.group} is not supported by the lab API server")
+        obj, created = self.api.apply(res, ns, name, body, q["fieldManager"], q.get("force") in ("1", "true"))
+        return jresp(self.serve(res, obj), 201 if created else 200)
 
     @staticmethod
     def delete_options(body, q) -> dict:
