@@ -176,3 +176,31 @@ def test_an_update_takes_what_it_changed_and_forgets_what_it_removed():
 def test_an_item_without_its_key_is_refused():
     with pytest.raises(fp.FieldPathError, match="no key field 'name'"):
         fp.members({"spec": {"template": {"spec": {"containers": [{"image": "x"}]}}}}, "V1Deployment")
+
+
+def _classify(before, after, old, new):
+    changed = {p for p, kind in after.items() if (kind in (fp.ITEM, fp.VALUE, fp.MAP) and p not in before)
+               or (kind in (fp.LEAF, fp.EMPTY) and fp.get(old, p) != fp.get(new, p))}
+    return changed, set(before) - set(after)
+
+
+@pytest.mark.parametrize("edit", [
+    lambda o: o["metadata"]["labels"].update(tier="front"),
+    lambda o: o["metadata"].pop("labels"),
+    lambda o: o["spec"].update(replicas=5),
+    lambda o: o["spec"]["template"]["spec"]["containers"][0].update(image="nginx:2"),
+    lambda o: o["spec"]["template"]["spec"]["containers"].append({"name": "side", "image": "b"}),
+    lambda o: o["spec"]["template"]["spec"]["containers"][0].pop("ports", None),
+    lambda o: o["spec"].update(template={}),
+    lambda o: o.update(spec={"replicas": 1}),
+], ids=["label", "labels-gone", "leaf", "item-leaf", "item-added", "list-gone", "emptied", "replaced"])
+def test_walking_only_what_changed_finds_what_walking_everything_finds(edit):
+    """record_update walks the differing subtrees only; its changed and removed fields are those
+    of walking both whole objects."""
+    old = copy.deepcopy(DEPLOY)
+    new = copy.deepcopy(DEPLOY)
+    edit(new)
+    model = "V1Deployment"
+    full = _classify(fp.walk(old, model), fp.walk(new, model), old, new)
+    assert full != (set(), set())
+    assert _classify(*fp.walk_changes(old, new, model), old, new) == full

@@ -119,7 +119,7 @@ def _same(e: Entry, manager: str, operation: str, subresource: str) -> bool:
 def record_update(entries: list[Entry], old: dict, new: dict, manager: str, api_version: str,
                   model: str | None, now: str, subresource: str = "") -> list[Entry]:
     """entries after an Update by ``manager`` from old to new (both owned views)."""
-    before, after = fp.walk(old, model), fp.walk(new, model)
+    before, after = fp.walk_changes(old, new, model)  # equal subtrees neither change nor go
     changed = set()
     for p, kind in after.items():
         if kind in (fp.ITEM, fp.VALUE, fp.MAP) and p not in before:

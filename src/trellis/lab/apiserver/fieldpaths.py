@@ -140,6 +140,33 @@ def _node(v: Any, t: str | None, owner: str | None, name: str, path: Path, out: 
         out[path] = LEAF
 
 
+def walk_changes(old: dict, new: dict, model: str | None) -> tuple[dict[Path, str], dict[Path, str]]:
+    """``walk`` of old and of new where they differ: an equal subtree is skipped whole (a write
+    usually changes a few fields of a large object), a map or struct non-empty on both sides is
+    entered key by key; what differs is walked as ``walk`` would. A path absent from both results
+    has the same kind (and value) in old and new."""
+    before: dict[Path, str] = {}
+    after: dict[Path, str] = {}
+    _changes(old or {}, new or {}, model, (), before, after)
+    return before, after
+
+
+def _changes(o: dict, n: dict, t: str | None, path: Path, before: dict, after: dict) -> None:
+    for k in o.keys() | n.keys():
+        x, y = o.get(k), n.get(k)
+        if x == y:
+            continue
+        ct, p = _child(t, k), path + (("f", k),)
+        if isinstance(x, dict) and isinstance(y, dict) and x and y and _is_map(ct, x) and _is_map(ct, y):
+            before[p] = after[p] = MAP if ct is None or ct.startswith("Dict[") else STRUCT
+            _changes(x, y, ct, p, before, after)
+            continue
+        if x is not None:
+            _node(x, ct, t, k, p, before)
+        if y is not None:
+            _node(y, ct, t, k, p, after)
+
+
 def members(obj: dict, model: str | None) -> set[Path]:
     """The fields an apply of obj owns: its leaves, list items and set values."""
     return {p for p, kind in walk(obj, model).items() if kind in MEMBERS}
